@@ -1,0 +1,80 @@
+"""Shared test set-up.
+
+The network switch: tests must never spend money or reach a remote host by accident. Every
+socket connection to anything but loopback or a local (unix) socket fails loudly. Tests that
+start their own servers on 127.0.0.1 are unaffected.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+if "TUNEWISE_SHARED_DATASETS" in os.environ:
+    SHARED_DATASETS = Path(os.environ["TUNEWISE_SHARED_DATASETS"])
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+class RemoteCallBlocked(RuntimeError):
+    """Raised when a test tries to reach a non-local address."""
+
+
+def _is_local(address: object) -> bool:
+    if isinstance(address, (str, bytes)):  # AF_UNIX path
+        return True
+    host = address[0] if isinstance(address, tuple) and address else address
+    if host in ("localhost", "", None):
+        return True
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost: would need DNS, so it is remote
+
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _guarded_connect(self: socket.socket, address: object) -> None:
+    if not _is_local(address):
+        raise RemoteCallBlocked(f"tests may not reach {address!r}: only loopback and local sockets are allowed")
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: object) -> int:
+    if not _is_local(address):
+        raise RemoteCallBlocked(f"tests may not reach {address!r}: only loopback and local sockets are allowed")
+    return _real_connect_ex(self, address)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_remote_calls():
+    socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    yield
+    socket.socket.connect = _real_connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = _real_connect_ex  # type: ignore[method-assign]
+
+
+@pytest.fixture
+def shared_datasets() -> Path:
+    """The real public datasets beside the repository (../shared/datasets)."""
+    if not SHARED_DATASETS.is_dir():
+        pytest.fail(f"real datasets not found at {SHARED_DATASETS}; set TUNEWISE_SHARED_DATASETS")
+    return SHARED_DATASETS
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own tunewise home, so no test reads or writes the user's store."""
+    home = tmp_path / "tunewise-home"
+    monkeypatch.setenv("TUNEWISE_HOME", str(home))
+    return home
