@@ -286,7 +286,10 @@ def parse_card(text: str, *, source: Path | None = None) -> TaskCard:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = f":{mark.line + 1}" if mark else ""
-        raise TaskCardError(f"not valid YAML: {e.problem}", where=f"{where}{line}",
+        started = ""
+        if e.context_mark and mark and e.context_mark.line != mark.line:
+            started = f" ({e.context} at line {e.context_mark.line + 1})"
+        raise TaskCardError(f"not valid YAML: {e.problem}{started}", where=f"{where}{line}",
                             fix="correct the YAML syntax at that line") from None
     if not isinstance(raw, dict):
         raise TaskCardError("a task card must be a YAML mapping of fields (name, kind, instruction, data, ...)",

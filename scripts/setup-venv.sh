@@ -1,0 +1,9 @@
+# Sourced by scripts/demo and scripts/test: create .venv (if missing) and install tunewise
+# into it with the extras given as $1. PyTorch is pinned and installed first: 2.13.0 is the
+# CPU build this machine has on disk; an unpinned install would fetch several GB of CUDA.
+python3 -m venv .venv
+# shellcheck disable=SC1091
+source .venv/bin/activate
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+pip install --quiet "torch==2.13.0"
+pip install --quiet -e ".$1"
