@@ -78,3 +78,33 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "tunewise-home"
     monkeypatch.setenv("TUNEWISE_HOME", str(home))
     return home
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------
+# A real server for tests marked `postgres` (tests/postgres.py starts it). Started once per
+# session, only when a test asks for it; every test gets a fresh database, dropped after.
+# When it cannot start, the tests are skipped with the reason, except under CI (env CI set),
+# where they fail: CI must really run them.
+
+
+@pytest.fixture(scope="session")
+def postgres_service():
+    from postgres import PostgresUnavailable, start_postgres
+
+    try:
+        service = start_postgres()
+    except PostgresUnavailable as error:
+        reason = str(error)
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (CI is set: PostgreSQL tests must run)", pytrace=False)
+        pytest.skip(reason)
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_service) -> str:
+    """URL of a new, empty PostgreSQL database (postgresql://...), dropped after the test."""
+    url = postgres_service.create_database()
+    yield url
+    postgres_service.drop_database(url)

@@ -1,0 +1,165 @@
+"""How the CLI shows results on a terminal (rich). Library code never prints; it returns data
+that these functions render."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from tunewise.store import RunDetail, RunSummary
+    from tunewise.task.findings import CheckReport
+
+console = Console(highlight=False, soft_wrap=False)
+
+STATUS_MARK = {"met": ("✓ met", "green"), "not_met": ("✗ not met", "red"), "unknown": ("? unknown", "yellow")}
+
+
+def print_check_report(report: CheckReport, *, show: int = 20, run_id: int | None = None) -> None:
+    card = report.card
+    console.print(f"[bold]{card.name}[/]  ({card.kind.value}, metric {card.metric_name})  "
+                  f"checked in {report.elapsed_s:.1f} s")
+    for role, path in report.files.items():
+        console.print(f"  {role:<10} {path}")
+    sizes = ", ".join(f"{split} {n:,}" for split, n in report.sizes.items())
+    console.print(f"  examples   {sizes}")
+    if report.labels is not None:
+        console.print(f"  labels     {len(report.labels)}: {_preview(report.labels, 12)}")
+
+    if report.row_errors:
+        _print_row_errors(report, show)
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    if report.findings:
+        _print_findings(report)
+    elif report.ok:
+        console.print("\n[green]No data-quality findings.[/]")
+    _print_readiness(report)
+
+    if report.ok:
+        stored = f" (recorded as run {run_id}: `tunewise runs show {run_id}`)" if run_id else ""
+        console.print(f"\n[green]Data OK[/]: {sum(report.sizes.values()):,} examples load{stored}.")
+    else:
+        source = card.source or "task.yaml"
+        console.print(
+            f"\n[red]Data NOT loadable[/]: {len(report.row_errors):,} bad rows. Fix them, then run "
+            f"`tunewise check {source}` again (`--json` lists every one)."
+        )
+
+
+def _print_row_errors(report: CheckReport, show: int) -> None:
+    counts = ", ".join(f"{reason} {n:,}" for reason, n in report.error_counts().items())
+    console.print(f"\n[bold red]{len(report.row_errors):,} bad rows[/] ({counts})")
+    for error in report.row_errors[:show]:
+        console.print(Text(f"  {error.file}:{error.line}  {error.reason}  {error.message}"), overflow="ellipsis")
+    if len(report.row_errors) > show:
+        console.print(f"  ... and {len(report.row_errors) - show:,} more (all of them: --json)")
+
+
+def _print_findings(report: CheckReport) -> None:
+    console.print("\n[bold]Data quality[/] (does not stop the run)")
+    for finding in report.findings:
+        colour = "yellow" if finding.severity == "warning" else "cyan"
+        _print_indented(finding.summary, indent=4, lead=Text("  ● ", style=colour))
+        for example in finding.examples[:2]:
+            console.print(Text("      " + _example_line(example)), overflow="ellipsis", no_wrap=True)
+
+
+def _print_readiness(report: CheckReport) -> None:
+    console.print("\n[bold]Readiness for fine-tuning[/]")
+    for item in report.readiness:
+        mark, colour = STATUS_MARK[item.status]
+        console.print(Text.assemble((f"  {mark:<10} ", colour), (item.title, "bold")))
+        _print_indented(item.evidence, indent=13)
+        if item.fix and item.status != "met" and item.fix not in item.evidence:
+            _print_indented(f"fix: {item.fix}", indent=13, style="dim")
+
+
+def _print_indented(text: str, *, indent: int, style: str = "", lead: Text | str = "") -> None:
+    """Text wrapped with a hanging indent, so long evidence stays readable at any width."""
+    grid = Table.grid()
+    grid.add_column(width=indent)
+    grid.add_column()
+    grid.add_row(lead, Text(text, style=style))
+    console.print(grid)
+
+
+def _example_line(example: dict[str, Any]) -> str:
+    """`train.jsonl:7425  'what is ...'` plus any other fields the finding gave."""
+    example = dict(example)
+    place = ""
+    if "file" in example:
+        place = f"{Path(str(example.pop('file'))).name}:{example.pop('line', '?')}  "
+    parts = []
+    for key, value in example.items():
+        if isinstance(value, dict) and "file" in value:  # the other row of a pair
+            parts.append("~ " + _example_line(value))
+            continue
+        if isinstance(value, str):
+            value = repr(value if len(value) <= 70 else value[:67] + "...")
+        parts.append(str(value) if key == "text" else f"{key}={value}")
+    return place + "  ".join(parts)
+
+
+def _preview(items: list[str], n: int) -> str:
+    head = ", ".join(items[:n])
+    return head + (f", ... (+{len(items) - n})" if len(items) > n else "")
+
+
+# -- the run store ------------------------------------------------------------------------
+
+
+def print_runs(rows: list[RunSummary]) -> None:
+    if not rows:
+        console.print("No runs yet. `tunewise check TASK` records one.")
+        return
+    table = Table(show_lines=False)
+    for column in ("id", "task", "kind", "status", "created", "summary"):
+        table.add_column(column, no_wrap=column != "summary")
+    for row in rows:
+        table.add_row(str(row.id), row.task_name, row.kind, row.status,
+                      row.created_at.strftime("%Y-%m-%d %H:%M"), _summary_line(row.summary))
+    console.print(table)
+
+
+def print_run(detail: RunDetail) -> None:
+    data = detail.to_dict()
+    run = data.get("run", data)
+    console.print(f"[bold]run {run['id']}[/]  {run['kind']}  {run['status']}  task {run.get('task_name', '')}")
+    for key in ("created_at", "finished_at"):
+        if run.get(key):
+            console.print(f"  {key:<16} {run[key]}")
+    for key in ("data_hashes", "seeds", "models", "package_versions"):
+        value = run.get(key)
+        if value:
+            console.print(f"  [bold]{key}[/]")
+            for name, item in value.items() if isinstance(value, dict) else enumerate(value):
+                console.print(f"    {name:<22} {item}")
+    summary = run.get("summary")
+    if summary:
+        console.print(f"  [bold]summary[/]  {_summary_line(summary)}")
+    arms = data.get("arms") or []
+    if arms:
+        table = Table(title="arms", title_justify="left")
+        for column in ("id", "name", "model", "status", "predictions", "metrics"):
+            table.add_column(column)
+        for arm in arms:
+            metrics = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in (arm.get("metrics") or {}).items())
+            table.add_row(str(arm["id"]), arm["name"], arm.get("model") or "", arm["status"],
+                          str(arm.get("prediction_count", "")), metrics)
+        console.print(table)
+
+
+def _summary_line(summary: dict[str, Any] | None) -> str:
+    if not summary:
+        return ""
+    parts = []
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items())
+        parts.append(f"{key}: {value}")
+    return "; ".join(parts)

@@ -1,0 +1,272 @@
+"""A model run in this process with PyTorch + transformers: the local arms' backend.
+
+CPU by default, CUDA when present (bf16 there). ``generate`` batches prompts with left
+padding; ``score_options`` is the classification hot path (see option_scoring). Cost is what
+the machine costs while it computes: measured seconds x a price per hour, each request
+carrying an equal share of its batch's time.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+from tunewise.errors import TunewiseError
+from tunewise.models.base import Backend, Chat, Generation, GenerateOptions, OptionScores, Usage
+from tunewise.models.catalog import Kind, ResolvedModel, resolve_model
+from tunewise.models.device import pick_device, pick_dtype
+from tunewise.models.option_scoring import OptionTrie, PrefixTrieScorer, score_naive
+from tunewise.models.prompt_format import PromptFormat
+
+DEFAULT_PRICE_PER_HOUR = 0.10
+"""Dollars per hour of the machine a local model runs on (a small cloud CPU instance)."""
+
+
+class LocalBackend(Backend):
+    """A causal LM and its tokenizer, already loaded (``LocalBackend.load`` loads by spec)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        *,
+        name: str,
+        kind: Kind | None = None,
+        fingerprint: str | None = None,
+        price_per_hour: float = DEFAULT_PRICE_PER_HOUR,
+        max_batch_size: int = 16,
+        max_batch_tokens: int = 4096,
+        reuse_prefix: bool = True,
+    ):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.kind: Kind = kind or ("instruct" if getattr(tokenizer, "chat_template", None) else "base")
+        self.model_id = f"local:{name}@{fingerprint[:12]}" if fingerprint else f"local:{name}"
+        self.price_per_hour = price_per_hour
+        self.max_batch_size = max_batch_size
+        self.reuse_prefix = reuse_prefix
+        self.format = PromptFormat(tokenizer, chat=self.kind == "instruct")
+        self.scorer = PrefixTrieScorer(model, max_batch_tokens=max_batch_tokens)
+        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self._stop_ids = self._end_token_ids()
+        self._tries: dict[tuple[str, tuple[str, ...]], tuple[OptionTrie, list[list[int]]]] = {}
+        self._weights_version = self._current_weights_version()
+
+    @classmethod
+    def load(
+        cls,
+        spec: str | ResolvedModel,
+        *,
+        device: str | None = None,
+        dtype: str | torch.dtype | None = None,
+        price_per_hour: float = DEFAULT_PRICE_PER_HOUR,
+        progress: Callable[[str], None] | None = None,
+        **options,
+    ) -> LocalBackend:
+        """Load a catalog name, a local model folder or a hub id (see catalog.resolve_model)."""
+        resolved = spec if isinstance(spec, ResolvedModel) else resolve_model(spec, progress=progress)
+        target = pick_device(device)
+        precision = pick_dtype(target, dtype)
+        model, tokenizer = _from_pretrained(resolved, target, precision)
+        fingerprint = resolved.fingerprint or _hub_revision(resolved)
+        return cls(
+            model,
+            tokenizer,
+            name=resolved.name,
+            kind=resolved.kind,
+            fingerprint=fingerprint,
+            price_per_hour=price_per_hour,
+            **options,
+        )
+
+    # -- Backend ------------------------------------------------------------------------------
+
+    def generate(self, prompts: Sequence[Chat], options: GenerateOptions | None = None) -> list[Generation]:
+        options = options or GenerateOptions()
+        encoded = [self.format.ids(p) for p in prompts]
+        results: list[Generation | None] = [None] * len(prompts)
+        # Similar lengths together: less padding to compute.
+        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+        for start in range(0, len(order), self.max_batch_size):
+            batch = order[start : start + self.max_batch_size]
+            began = time.perf_counter()
+            outputs = self._generate_batch([encoded[i] for i in batch], options)
+            share = (time.perf_counter() - began) / len(batch)
+            for index, (text, n_out, finish) in zip(batch, outputs):
+                usage = Usage(len(encoded[index]), n_out, share, self._cost(share))
+                results[index] = Generation(text=text, usage=usage, finish_reason=finish)
+        return results  # type: ignore[return-value]
+
+    def score_options(self, prompts: Sequence[Chat], options: Sequence[str]) -> list[OptionScores]:
+        if not options:
+            raise TunewiseError("score_options needs at least one option", where="options", fix="pass the labels")
+        began = time.perf_counter()
+        texts = [self.format.text(p) for p in prompts]
+        encoded = [self.format.tokenize(t) for t in texts]
+        self._drop_caches_if_weights_changed()
+        scores = torch.zeros(len(prompts), len(options), dtype=torch.float64)
+        # Base models separate an answer from a prompt with a space unless the prompt ends in
+        # whitespace, so option tokens differ by that lead: score each group with its own trie.
+        groups: dict[str, list[int]] = {}
+        for i, text in enumerate(texts):
+            groups.setdefault(self.format.answer_lead(text), []).append(i)
+        for lead, members in groups.items():
+            trie, option_ids = self._trie(lead, tuple(options))
+            member_ids = [encoded[i] for i in members]
+            if self.scorer.supported:
+                block = self.scorer.score(member_ids, trie, reuse_prefix=self.reuse_prefix)
+            else:
+                block = score_naive(self.model, member_ids, option_ids, pad_id=self._pad_id)
+            scores[members] = block
+        share = (time.perf_counter() - began) / max(1, len(prompts))
+        return [
+            OptionScores(tuple(scores[i].tolist()), Usage(len(encoded[i]), 0, share, self._cost(share)))
+            for i in range(len(prompts))
+        ]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def close(self) -> None:
+        self.scorer.forget_prefix()
+        self._tries.clear()
+        self.model = None  # type: ignore[assignment]
+        self.scorer = None  # type: ignore[assignment]
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def option_token_ids(self, options: Sequence[str], *, prompt: Chat) -> list[list[int]]:
+        """The tokens scored for each option after ``prompt``: its text and the answer's end marker."""
+        lead = self.format.answer_lead(self.format.text(prompt))
+        return [self.format.answer_ids(option, lead=lead) for option in options]
+
+    @torch.inference_mode()
+    def _generate_batch(self, batch: list[list[int]], options: GenerateOptions) -> list[tuple[str, int, str]]:
+        device = self.model.device
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
+        attention = torch.zeros(len(batch), width, dtype=torch.long)
+        for row, ids in enumerate(batch):  # left padding: every row's next token is at the end
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention[row, width - len(ids) :] = 1
+        sampling = options.temperature > 0
+        config = GenerationConfig(
+            max_new_tokens=options.max_new_tokens,
+            do_sample=sampling,
+            temperature=options.temperature if sampling else None,
+            top_p=None,
+            top_k=None,
+            eos_token_id=sorted(self._stop_ids),
+            pad_token_id=self._pad_id,
+            stop_strings=list(options.stop) or None,
+        )
+        if sampling:
+            torch.manual_seed(options.seed)
+        output = self.model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention.to(device),
+            generation_config=config,
+            tokenizer=self.tokenizer,
+        )
+        results = []
+        for row in output[:, width:].tolist():
+            n_out = next((i + 1 for i, t in enumerate(row) if t in self._stop_ids), None)
+            ended = n_out is not None
+            if n_out is None:  # finished by a stop string (then padded) or by the length limit
+                n_out = next((i for i, t in enumerate(row) if t == self._pad_id), len(row))
+            text = self.tokenizer.decode(row[:n_out], skip_special_tokens=True)
+            cut = min((text.find(s) for s in options.stop if s in text), default=-1)
+            if cut >= 0:
+                text, ended = text[:cut], True
+            if not self.format.chat:
+                text = text.removeprefix(" ")  # the space that separates a plain-text answer (answer_lead)
+            finish = "stop" if ended or n_out < options.max_new_tokens else "length"
+            results.append((text, n_out, finish))
+        return results
+
+    def _trie(self, lead: str, options: tuple[str, ...]) -> tuple[OptionTrie, list[list[int]]]:
+        key = (lead, options)
+        if key not in self._tries:
+            if len(self._tries) >= 8:
+                self._tries.pop(next(iter(self._tries)))
+            option_ids = [self.format.answer_ids(option, lead=lead) for option in options]
+            self._tries[key] = (OptionTrie.build(option_ids), option_ids)
+        return self._tries[key]
+
+    def _end_token_ids(self) -> set[int]:
+        """Tokens that end an answer: EOS, the model's own stop tokens, and the end-of-turn marker."""
+        ids = {self.tokenizer.eos_token_id}
+        configured = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        ids.update(configured if isinstance(configured, list) else [configured])
+        if self.format.chat:
+            marker = self.tokenizer(self.format.answer_end, add_special_tokens=False)["input_ids"]
+            if len(marker) == 1:
+                ids.add(marker[0])
+        return {i for i in ids if i is not None}
+
+    def _cost(self, seconds: float) -> float:
+        return seconds * self.price_per_hour / 3600.0
+
+    def _current_weights_version(self) -> int:
+        # In-place updates (an optimizer step, a merged adapter) bump a tensor's version counter.
+        return sum(p._version for p in self.model.parameters())
+
+    def _drop_caches_if_weights_changed(self) -> None:
+        version = self._current_weights_version()
+        if version != self._weights_version:
+            self.scorer.forget_prefix()  # the cached prefix KV was computed with the old weights
+            self._weights_version = version
+
+
+def _from_pretrained(resolved: ResolvedModel, device: torch.device, dtype: torch.dtype):
+    extra = {"cache_dir": resolved.hub_cache_dir} if resolved.hub_cache_dir else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolved.location, **extra)
+        model = AutoModelForCausalLM.from_pretrained(resolved.location, dtype=dtype, **extra)
+    except Exception as error:  # noqa: BLE001 - every loading failure becomes one the user can act on
+        raise _load_error(resolved, error) from error
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.to(device).eval(), tokenizer
+
+
+def _load_error(resolved: ResolvedModel, error: Exception) -> TunewiseError:
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+    if resolved.source == "hub":
+        return TunewiseError(
+            f"could not load hub model {resolved.location!r}: {reason}",
+            where=resolved.location,
+            fix=(
+                "on a machine with hub access run it once (then HF_HUB_OFFLINE=1 uses the cached copy), "
+                "or download the model elsewhere and give its local folder, "
+                "or use a catalog model: smollm2-135m-instruct"
+            ),
+        )
+    return TunewiseError(
+        f"could not load the model folder: {reason}",
+        where=resolved.location,
+        fix="check that it was written by save_pretrained() for a causal LM, with its tokenizer",
+    )
+
+
+def _hub_revision(resolved: ResolvedModel) -> str | None:
+    """The commit of the hub snapshot that was loaded (its cache folder's name), if any."""
+    if resolved.source != "hub":
+        return None
+    from transformers.utils import cached_file
+
+    try:
+        config = cached_file(resolved.location, "config.json", cache_dir=resolved.hub_cache_dir)
+    except Exception:  # noqa: BLE001 - a missing revision only shortens the model id
+        return None
+    parent = Path(config).parent if config else None
+    return parent.name if parent is not None and parent.parent.name == "snapshots" else None
