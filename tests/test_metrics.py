@@ -85,6 +85,12 @@ def test_macro_f1_rejects_a_reference_outside_the_label_set():
     assert caught.value.where == "example #0"
 
 
+def test_macro_f1_needs_the_label_set_for_a_single_example():
+    with pytest.raises(MetricError, match="needs the label set") as caught:
+        resolve_metric("macro_f1", Kind.classify).example_stats("cat", "dog")
+    assert "labels=" in caught.value.fix
+
+
 def test_macro_f1_per_example_score_is_correctness():
     macro = resolve_metric("macro_f1", Kind.classify)
     assert per_example_scores(macro, MACRO_PREDS, MACRO_REFS).tolist() == [1, 0, 1, 0, 0]
@@ -150,7 +156,7 @@ def test_field_f1_with_nothing_expected_and_nothing_predicted_is_perfect():
 
 def test_field_f1_rejects_a_reference_that_is_not_a_json_object():
     with pytest.raises(MetricError, match="not a JSON object") as caught:
-        resolve_metric("field_f1", Kind.extract).score(["{}"], ["{}", "oops"][1:])
+        resolve_metric("field_f1", Kind.extract).score(["{}"], ["oops"])
     assert caught.value.where == "example #0"
 
 
@@ -309,8 +315,8 @@ def test_custom_hook_may_return_a_bool(hooks):
         ("tunewise_test_hooks:", "not of the form package.module:function", "name the module and the function"),
         (":length_ratio", "not of the form", "name the module"),
         ("no_such_module_xyz:score", "cannot import module 'no_such_module_xyz'", "PYTHONPATH"),
-        ("tunewise_broken_hooks:score", "importing 'tunewise_broken_hooks' failed: No module named", "install no_such_dep"),
-        ("tunewise_failing_hooks:score", "importing 'tunewise_failing_hooks' failed: ZeroDivisionError", "fix the error"),
+        ("tunewise_broken_hooks:score", "importing 'tunewise_broken_hooks' failed: No module", "install no_such_dep"),
+        ("tunewise_failing_hooks:score", "'tunewise_failing_hooks' failed: ZeroDivisionError", "fix the error"),
         ("tunewise_test_hooks:missing", "has no function 'missing'", "def missing(prediction: str, references"),
         ("tunewise_test_hooks:not_a_function", "is a int, not a function", "make it a function"),
     ],

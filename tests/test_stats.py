@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import asdict
 
 import numpy as np
@@ -76,12 +75,12 @@ def test_vectorised_bootstrap_equals_rescoring_each_resample(name, kind, labels)
 
 
 def test_resample_counts_draw_n_examples_per_resample_reproducibly():
-    blocks = list(resample_counts(1_000, 5_000, seed=3))
-    assert len(blocks) > 1  # 5,000 x 1,000 cells come in several blocks
+    blocks = list(resample_counts(1_000, 2_500, seed=3))
+    assert len(blocks) > 1  # 2,500 x 1,000 cells come in several blocks
     counts = np.vstack(blocks)
-    assert counts.shape == (5_000, 1_000)
+    assert counts.shape == (2_500, 1_000)
     assert (counts.sum(axis=1) == 1_000).all()
-    np.testing.assert_array_equal(counts, np.vstack(list(resample_counts(1_000, 5_000, seed=3))))
+    np.testing.assert_array_equal(counts, np.vstack(list(resample_counts(1_000, 2_500, seed=3))))
     # each example is drawn about once per resample on average
     assert counts.mean(axis=0) == pytest.approx(np.ones(1_000), abs=0.1)
 
@@ -129,7 +128,7 @@ def test_no_examples_is_a_metric_error():
 
 # -- coverage: do 95% intervals cover the truth 95% of the time? ----------------------------
 
-COVERAGE_TRIALS = 800  # standard error of a 95% rate: 0.8 points; the window is 93-97%
+COVERAGE_TRIALS = 2_000  # standard error of a 95% rate: 0.5 points; the window is 93-97%
 
 
 def _coverage(simulate, truth: float, n: int) -> float:
@@ -142,14 +141,14 @@ def _coverage(simulate, truth: float, n: int) -> float:
 
 
 def test_intervals_cover_a_bernoulli_rate_95_percent_of_the_time():
-    coverage = _coverage(lambda rng, n: (rng.random(n) < 0.8).astype(float), 0.8, n=120)
+    coverage = _coverage(lambda rng, n: (rng.random(n) < 0.8).astype(float), 0.8, n=200)
     assert 0.93 <= coverage <= 0.97, coverage
 
 
 def test_intervals_cover_a_skewed_continuous_mean_95_percent_of_the_time():
     # Beta(0.5, 2): most per-example scores near 0, a long tail up to 1 (like token F1 on a
     # hard QA set); mean 0.2. Percentile intervals under-cover here; BCa should not.
-    coverage = _coverage(lambda rng, n: rng.beta(0.5, 2.0, n), 0.2, n=120)
+    coverage = _coverage(lambda rng, n: rng.beta(0.5, 2.0, n), 0.2, n=200)
     assert 0.93 <= coverage <= 0.97, coverage
 
 
@@ -254,20 +253,32 @@ def test_paired_results_are_well_formed(pairs):
 # -- Holm --------------------------------------------------------------------------------------
 
 
-def test_holm_matches_a_hand_computation():
+def test_holm_matches_a_hand_computation_and_statsmodels():
     # sorted: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, max(0.04*1, 0.06) = 0.06
     assert holm_adjust([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
     assert holm_adjust([]) == []
+    for p_values in ([0.01, 0.04, 0.03, 0.005], [0.5, 0.5, 0.01], [0.9, 0.2, 0.6, 0.02, 0.049, 0.3]):
+        assert holm_adjust(p_values) == pytest.approx(multipletests(p_values, method="holm")[1].tolist())
 
 
-@settings(max_examples=60, deadline=None)
+def _holm_by_definition(p_values: list[float]) -> list[float]:
+    m = len(p_values)
+    ranked = sorted(range(m), key=lambda i: p_values[i])
+    steps = [min(1.0, (m - k) * p_values[i]) for k, i in enumerate(ranked)]
+    adjusted = [0.0] * m
+    for k, i in enumerate(ranked):
+        adjusted[i] = max(steps[: k + 1])
+    return adjusted
+
+
+@settings(max_examples=100, deadline=None)
 @given(st.lists(st.floats(0, 1), min_size=1, max_size=12))
-def test_holm_is_monotone_never_below_raw_and_matches_statsmodels(p_values):
+def test_holm_is_monotone_never_below_raw_and_follows_its_definition(p_values):
     adjusted = holm_adjust(p_values)
-    assert adjusted == pytest.approx(multipletests(p_values, method="holm")[1].tolist())
-    assert all(raw <= adj + 1e-12 <= 1 + 1e-12 for raw, adj in zip(p_values, adjusted))
+    assert adjusted == pytest.approx(_holm_by_definition(p_values))
+    assert all(raw <= adj <= 1 for raw, adj in zip(p_values, adjusted))
     order = np.argsort(p_values, kind="stable")
-    assert all(adjusted[i] <= adjusted[j] + 1e-12 for i, j in zip(order, order[1:]))
+    assert all(adjusted[i] <= adjusted[j] for i, j in zip(order, order[1:]))
 
 
 def test_holm_on_comparisons_keeps_order_and_fills_the_adjusted_p_value():
@@ -282,20 +293,3 @@ def test_holm_on_comparisons_keeps_order_and_fills_the_adjusted_p_value():
     assert [c.p_value_adjusted for c in adjusted] == pytest.approx(holm_adjust([c.p_value for c in comparisons]))
     assert all(isinstance(c, Comparison) and c.p_value_adjusted >= c.p_value for c in adjusted)
     assert all(c.p_value_adjusted is None for c in comparisons)  # the inputs are left as they were
-
-
-# -- speed ------------------------------------------------------------------------------------
-
-
-def test_macro_f1_bootstrap_on_5500_examples_and_151_labels_is_fast():
-    labels = [f"intent_{i}" for i in range(151)]
-    a, references = _classify_arms(5_500, labels, 0.9, seed=11)
-    b, _ = _classify_arms(5_500, labels, 0.85, seed=12)
-    macro = resolve_metric("macro_f1", Kind.classify, labels=labels)
-    stats_a, stats_b = macro.stats(a, references), macro.stats(b, references)
-    start = time.perf_counter()
-    bootstrap_ci_from_stats(macro, stats_a, n_resamples=2_000)
-    paired_comparison_from_stats(macro, stats_a, stats_b, n_resamples=2_000)
-    # Both take well under a second here; the loose bound only catches a lost vectorisation
-    # (re-scoring 2,000 resamples one by one takes minutes).
-    assert time.perf_counter() - start < 6

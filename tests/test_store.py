@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from tunewise.errors import StoreError
 from tunewise.store import PredictionRow, Status, Store, card_hash, open_store, sha256_text, store_url
+from tunewise.store.db import _sqlite_on_connect
 from tunewise.store.migrate import head_revision
 from tunewise.store.schema import Base
 from tunewise.task.card import TaskCard, parse_card
@@ -61,11 +62,9 @@ def card() -> TaskCard:
     return parse_card(CARD_YAML)
 
 
-def other_card(**changes: str) -> TaskCard:
-    text_ = CARD_YAML
-    for old, new in changes.items():
-        text_ = text_.replace(old, new)
-    return parse_card(text_)
+def other_card(old: str, new: str) -> TaskCard:
+    """The test card with one piece of text changed."""
+    return parse_card(CARD_YAML.replace(old, new))
 
 
 def rows(indexes, split: str = "test", output: str = "billing") -> list[PredictionRow]:
@@ -163,15 +162,15 @@ def test_store_url_precedence_and_postgres_driver(tmp_path: Path, monkeypatch: p
     assert store_url() == f"sqlite:///{tmp_path / '.tunewise' / 'tunewise.db'}"
 
 
-def test_bulk_insert_of_10k_predictions_is_fast_on_sqlite(tmp_path: Path, card: TaskCard):
+def test_bulk_insert_of_10k_predictions_on_sqlite(tmp_path: Path, card: TaskCard):
+    # Speed is measured in benchmarks, not here; this guards the bulk path's bookkeeping.
     with open_store(f"sqlite:///{tmp_path / 'runs.db'}") as store:
         arm_id = store.add_arm(store.start_run(card, kind="bakeoff", data_hashes={}), "zero_shot", "m")
-        batch = rows(range(10_000))
-        started = time.perf_counter()
-        stored = store.add_predictions(arm_id, batch)
-        elapsed = time.perf_counter() - started
+        stored = store.add_predictions(arm_id, rows(range(10_000)))
+        again = store.add_predictions(arm_id, rows(range(9_990, 10_010)))
+        assert store.completed_examples(arm_id, "test") == set(range(10_010))
     assert stored == 10_000
-    assert elapsed < 1.0, f"10k predictions took {elapsed:.2f} s"
+    assert again == 10
 
 
 def _write_predictions(url: str, worker: int, start, results) -> None:
@@ -210,6 +209,33 @@ def test_two_processes_write_the_same_sqlite_store_at_once(tmp_path: Path):
         runs = store.list_runs()
     assert sorted(run.task_name for run in runs) == ["worker-1", "worker-2"]
     assert [(run.status, run.predictions) for run in runs] == [("finished", 2000)] * 2
+
+
+def _open_new_file_at_once(path: str, start, results) -> None:
+    try:
+        start.wait(timeout=30)
+        connection = sqlite3.connect(path, timeout=5)
+        _sqlite_on_connect(connection, None)  # the store's own per-connection set-up
+        results.put(connection.execute("PRAGMA journal_mode").fetchone()[0])
+    except BaseException as error:
+        results.put(f"{error.__class__.__name__}: {error}")
+
+
+def test_processes_opening_a_new_sqlite_store_together_all_get_wal(tmp_path: Path):
+    """Two processes switching a new file to WAL at the same instant: SQLite fails one of them
+    at once ("database is locked", no busy wait) about one time in six. 40 tries all succeed."""
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    outcomes = []
+    for attempt in range(40):
+        start, results = context.Barrier(2), context.Queue()
+        path = str(tmp_path / f"new-{attempt}.db")
+        workers = [context.Process(target=_open_new_file_at_once, args=(path, start, results)) for _ in range(2)]
+        for process in workers:
+            process.start()
+        outcomes += [results.get(timeout=30) for _ in workers]
+        for process in workers:
+            process.join(timeout=30)
+    assert set(outcomes) == {"wal"}
 
 
 def test_threads_can_share_one_store(tmp_path: Path, card: TaskCard):
@@ -359,7 +385,7 @@ def test_a_run_round_trips_with_what_rebuilds_it(store: Store, card: TaskCard, t
 def test_identical_cards_share_one_task(store: Store, card: TaskCard):
     first = store.record_task(card)
     assert store.record_task(parse_card(CARD_YAML)) == first
-    changed = other_card(**{"Route the ticket": "Send the ticket"})
+    changed = other_card("Route the ticket", "Send the ticket")
     assert card_hash(changed) != card_hash(card)
     assert store.record_task(changed) != first
     run_a = store.start_run(card, kind="check", data_hashes={})
@@ -399,7 +425,7 @@ def test_foreign_keys_are_enforced(store: Store):
 
 def test_list_runs_newest_first_with_counts_and_task_filter(store: Store, card: TaskCard):
     assert store.list_runs() == []
-    other = other_card(**{"support-tickets": "intents"})
+    other = other_card("support-tickets", "intents")
     first = store.start_run(card, kind="check", data_hashes={})
     second = store.start_run(other, kind="bakeoff", data_hashes={})
     third = store.start_run(card, kind="bakeoff", data_hashes={})

@@ -435,6 +435,14 @@ class MacroF1(Metric):
         firsts = ((r,) if isinstance(r, str) else tuple(r) for r in references_list)
         return tuple(sorted({refs[0].strip() for refs in firsts if refs}))
 
+    def example_stats(self, prediction: str | None, references: ReferenceLike) -> np.ndarray:
+        if self.labels is None:  # one example's references are no label set
+            raise MetricError(
+                "macro_f1 needs the label set to give one example's statistics", where="metric macro_f1",
+                fix="resolve it with labels=[...], or call stats() on all examples",
+            )
+        return super().example_stats(prediction, references)
+
     def stats(self, predictions: Sequence[str | None], references_list: Sequence[ReferenceLike]) -> np.ndarray:
         pairs = _pairs(self.name, predictions, references_list)
         labels = self.label_set(references_list)

@@ -8,15 +8,17 @@ a sparse product. A paired comparison scores both arms on the *same* resamples, 
 difference's distribution keeps the pairing (examples that are hard for both arms cancel).
 
 Which interval, and why (coverage of nominal 95% intervals, measured on simulated data with a
-known truth, 1,000 resamples each; +-1 point is simulation noise at these trial counts):
+known truth, 1,000 resamples each; the number of simulated data sets in brackets):
 
-=====================================  ==========  =====
-one arm                                percentile  BCa
-=====================================  ==========  =====
-macro-F1, 150 labels, n=5,500 (200x)   86.5%       93.5%
-macro-F1, 50 labels, n=1,500 (400x)    91.5%       93.5%
-Bernoulli / Beta means, n=50..400      93-96%      94-97%
-=====================================  ==========  =====
+==============================================  ==========  ===========
+one arm                                         percentile  BCa
+==============================================  ==========  ===========
+macro-F1, 150 labels, n=5,500 (200)             86.5%       93.5%
+macro-F1, 50 labels, n=1,500 (400)              91.5%       93.5%
+macro-F1, 10 labels, n=200 (1,000)              93.8%       95.6%
+proportion, n=50..1,000, p=0.6..0.97 (1,500+)   88.1-96.2%  94.0-96.5%
+skewed score, Beta(0.3, 3), n=100 (2,000)       92.9%       94.4%
+==============================================  ==========  ===========
 
 Macro-F1 over many labels is a biased ratio (a label's F1 from ~30 examples), and a resample
 repeats that bias, so the percentile interval sits too low; BCa's bias correction fixes most of
@@ -24,8 +26,11 @@ it. ``bootstrap_ci`` therefore uses BCa by default (``method="percentile"`` is a
 sufficient statistics its jackknife is one vectorised subtraction. For a *paired difference*
 the bias cancels between the arms: percentile intervals covered 95.0% / 95.3% (no difference /
 a 0.03 difference, macro-F1, 50 labels, 300x), so ``paired_comparison`` uses the percentile
-interval, whose two tails also give its p-value (p < 1 - confidence exactly when the interval
-leaves out 0, up to the +1 correction).
+interval, whose two tails also give its p-value (so p < 1 - confidence when, and only when, the
+interval leaves out 0, up to the +1 correction). Rejection rates at p < 0.05 with no true
+difference: 4.0% (macro-F1, 300x), 5.7% (a continuous per-example score, n=200, 1,500x; the
+bootstrap is a little liberal at small n), McNemar 3.3% (0/1 scores, n=200, 1,500x; the
+continuity correction and the exact test are conservative).
 
 Every random draw comes from ``numpy.random.default_rng(seed)``: the same inputs and seed give
 the same numbers.
@@ -34,7 +39,7 @@ the same numbers.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -125,12 +130,11 @@ def bootstrap_distribution(
     """The metric on each of ``n_resamples`` resamples, for each statistics matrix given (all
     with the same rows, i.e. the same examples), every matrix on the same resamples."""
     n = len(stats[0])
-    widths = [s.shape[1] for s in stats]
+    edges = np.cumsum([0, *(s.shape[1] for s in stats)])  # each matrix's columns in the stack
     summed = _summer(np.hstack(stats))
     values: list[list[np.ndarray]] = [[] for _ in stats]
     for counts in resample_counts(n, n_resamples, seed):
         sums = summed(counts)
-        edges = np.cumsum([0, *widths])
         for k in range(len(stats)):
             values[k].append(metric.aggregate_many(sums[:, edges[k]:edges[k + 1]], n))
     return [np.concatenate(v) for v in values]
@@ -164,7 +168,7 @@ def _bca_interval(
     share = np.clip(np.count_nonzero(values < point) / n_resamples, 0.5 / n_resamples, 1 - 0.5 / n_resamples)
     bias = ndtri(share)
     jackknife = jackknife[np.isfinite(jackknife)]
-    spread = jackknife.mean() - jackknife if jackknife.size else np.zeros(1)
+    spread = jackknife.mean() - jackknife
     denominator = 6 * (spread**2).sum() ** 1.5
     acceleration = (spread**3).sum() / denominator if denominator > 0 else 0.0
     z = ndtri(np.array([(1 - confidence) / 2, (1 + confidence) / 2]))
@@ -174,14 +178,18 @@ def _bca_interval(
 
 
 def _interval(
-    metric: Metric, stats: np.ndarray, values: np.ndarray, point: float, confidence: float, method: str
+    values: np.ndarray,
+    point: float,
+    confidence: float,
+    method: str,
+    jackknife: Callable[[], np.ndarray] | None = None,
 ) -> tuple[float, float]:
     finite = values[np.isfinite(values)]
     if finite.size == 0 or np.ptp(finite) == 0:
         return point, point  # every resample agrees (e.g. all examples right): nothing to spread
-    if method == "percentile":
+    if method == "percentile" or jackknife is None:
         return _percentile_interval(finite, confidence)
-    return _bca_interval(finite, point, _jackknife(metric, stats), confidence)
+    return _bca_interval(finite, point, jackknife(), confidence)
 
 
 def _check(method: str, confidence: float, n_resamples: int, n: int) -> None:
@@ -211,7 +219,7 @@ def bootstrap_ci_from_stats(
     _check(method, confidence, n_resamples, len(stats))
     point = metric.aggregate(stats.sum(axis=0), len(stats))
     (values,) = bootstrap_distribution(metric, [stats], n_resamples, seed)
-    low, high = _interval(metric, stats, values, point, confidence, method)
+    low, high = _interval(values, point, confidence, method, lambda: _jackknife(metric, stats))
     return Estimate(point, low, high, confidence, len(stats), metric.name, n_resamples, method)
 
 
@@ -311,7 +319,7 @@ def paired_comparison_from_stats(
     values_a, values_b = bootstrap_distribution(metric, [stats_a, stats_b], n_resamples, seed)
     differences = values_a - values_b
     difference = value_a - value_b
-    low, high = _interval(metric, stats_a, differences, difference, confidence, "percentile")
+    low, high = _interval(differences, difference, confidence, "percentile")
     effect, effect_name = _effect_size(metric, stats_a, stats_b, value_a, value_b)
     common = dict(
         metric=metric.name, value_a=value_a, value_b=value_b, difference=difference, ci_low=low, ci_high=high,
@@ -357,12 +365,20 @@ def paired_comparison(
 
 
 def holm_adjust(p_values: Sequence[float]) -> list[float]:
-    """Holm-adjusted p-values (family-wise error control, no independence assumed)."""
-    if len(p_values) == 0:
-        return []
-    from statsmodels.stats.multitest import multipletests
+    """Holm-adjusted p-values (family-wise error control, no independence assumed).
 
-    return [float(p) for p in multipletests(list(p_values), method="holm")[1]]
+    The same numbers as ``statsmodels.stats.multitest.multipletests(p, method="holm")`` (the
+    tests check it), computed here because statsmodels runs a full ``gc.collect()`` on every
+    Holm call: 0.2 s each in a process holding many objects.
+    """
+    p = np.asarray(p_values, dtype=float)
+    order = np.argsort(p, kind="stable")
+    # The k-th smallest of m p-values is multiplied by (m - k); a later one may not come out
+    # smaller than an earlier one (step-down), hence the running maximum.
+    stepped = np.maximum.accumulate(p[order] * np.arange(len(p), 0, -1))
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.minimum(stepped, 1.0)
+    return adjusted.tolist()
 
 
 def holm(comparisons: Sequence[Comparison]) -> list[Comparison]:

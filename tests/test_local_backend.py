@@ -1,0 +1,427 @@
+"""LocalBackend on tiny random models with a real tokenizer; the bundled models in slow tests.
+
+The fast tests build a 2-layer Llama (and a 3-layer Gemma 3 with a 6-token sliding window)
+and a small byte-level BPE tokenizer with a ChatML template, save them with save_pretrained
+and load them through the same code path as any model folder. The reference for every score
+is written out here, independently of the library: one plain forward pass over prompt +
+option, summed log-softmax.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
+
+from tunewise.errors import TunewiseError
+from tunewise.models import catalog
+from tunewise.models.base import GenerateOptions, Message
+from tunewise.models.catalog import CatalogModel, resolve_model
+from tunewise.models.gguf_cache import GgufPart, GgufSource
+from tunewise.models.local import LocalBackend
+from tunewise.models.option_scoring import OptionTrie, score_naive
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+LABELS = ["cancel", "cancel_reservation", "book_flight", "book_hotel", "weather", "translate", "oos"]
+INSTRUCTION = (
+    "Classify the intent of the message. Answer with one label from this list: " + ", ".join(LABELS) + "."
+)
+INPUTS = [
+    "cancel my reservation please",
+    "book a flight to paris",
+    "what is the weather today in the city",
+    "translate hello",
+    "hi",
+]
+
+
+def _tokenizer(folder: Path) -> None:
+    corpus = [INSTRUCTION, *INPUTS, "the intent of a message is a label", "paris is in france"] * 10
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=320,
+            special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
+    fast.chat_template = CHATML
+    fast.save_pretrained(folder)
+
+
+def _llama(folder: Path) -> None:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=320,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        initializer_range=0.3,  # peaked distributions: greedy decoding without near-ties
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+
+
+def _gemma3(folder: Path) -> None:
+    torch.manual_seed(1)
+    config = Gemma3TextConfig(
+        vocab_size=320,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        sliding_window=6,  # far shorter than the prompts: the windowed masks must be right
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        max_position_embeddings=512,
+        initializer_range=0.3,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    Gemma3ForCausalLM(config).save_pretrained(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    _tokenizer(folder)
+    _llama(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma3(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-gemma3")
+    _tokenizer(folder)
+    _gemma3(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def llama_backend(tiny_llama) -> LocalBackend:
+    return LocalBackend.load(str(tiny_llama), device="cpu", dtype="float32")
+
+
+def _chat(text: str, instruction: str = INSTRUCTION) -> tuple[Message, ...]:
+    return (Message("system", instruction), Message("user", text))
+
+
+def _full_forward_scores(backend: LocalBackend, prompt, options) -> list[float]:
+    """Reference: one plain forward pass over prompt + option tokens, per option."""
+    prompt_ids = backend.format.ids(prompt)
+    scores = []
+    with torch.no_grad():
+        for option_ids in backend.option_token_ids(options, prompt=prompt):
+            ids = torch.tensor([prompt_ids + option_ids])
+            logprobs = torch.log_softmax(backend.model(input_ids=ids).logits[0].double(), dim=-1)
+            positions = range(len(prompt_ids) - 1, len(prompt_ids) + len(option_ids) - 1)
+            scores.append(sum(logprobs[p, t].item() for p, t in zip(positions, option_ids)))
+    return scores
+
+
+def _assert_matches_reference(backend: LocalBackend, prompts, options, results) -> None:
+    assert len(results) == len(prompts)
+    for prompt, result in zip(prompts, results):
+        expected = _full_forward_scores(backend, prompt, options)
+        assert result.logprobs == pytest.approx(expected, abs=2e-4)
+
+
+# -- score_options --------------------------------------------------------------------------
+
+
+def test_option_trie_shares_prefixes_and_skips_last_tokens():
+    trie = OptionTrie.build([[5, 6, 7], [5, 6, 8], [9]])
+    # internal nodes: (5,) and (5,6); the last tokens 7, 8 and 9 need no forward pass
+    assert trie.node_tokens.tolist() == [5, 6]
+    assert trie.node_depth.tolist() == [0, 1]
+    assert trie.source_rows.tolist() == [0, 1, 2, 0, 1, 2, 0]
+    assert trie.owners.tolist() == [0, 0, 0, 1, 1, 1, 2]
+    assert trie.ancestors.tolist() == [[True, False], [True, True]]
+
+
+def test_score_options_with_prefix_reuse_equals_full_forward(llama_backend):
+    prompts = [_chat(text) for text in INPUTS]
+    results = llama_backend.score_options(prompts, LABELS)
+    _assert_matches_reference(llama_backend, prompts, LABELS, results)
+    assert all(r.usage.tokens_in == len(llama_backend.format.ids(p)) for r, p in zip(results, prompts))
+
+
+def test_prefix_cache_is_sliced_and_extended_across_calls(llama_backend):
+    # Different batches share different amounts with the cached prefix: all must stay exact.
+    other_instruction = INSTRUCTION.replace("Answer with one label", "Reply with a single label")
+    calls = [
+        [_chat(t) for t in INPUTS[:3]],
+        [_chat(INPUTS[3])],  # one prompt: the cache is cut back to the instruction and extended
+        [_chat(t, other_instruction) for t in INPUTS[1:4]],  # shares only the start of the system turn
+        [_chat(INPUTS[0]), _chat(INPUTS[4], other_instruction)],
+    ]
+    for prompts in calls:
+        _assert_matches_reference(llama_backend, prompts, LABELS, llama_backend.score_options(prompts, LABELS))
+
+
+def test_scores_without_prefix_reuse_and_naive_fallback_agree(tiny_llama):
+    backend = LocalBackend.load(str(tiny_llama), device="cpu", dtype="float32", reuse_prefix=False)
+    prompts = [_chat(text) for text in INPUTS[:3]]
+    fast = backend.score_options(prompts, LABELS)
+    _assert_matches_reference(backend, prompts, LABELS, fast)
+    naive = score_naive(
+        backend.model,
+        [backend.format.ids(p) for p in prompts],
+        backend.option_token_ids(LABELS, prompt=prompts[0]),
+    )
+    assert torch.tensor([r.logprobs for r in fast], dtype=torch.float64) == pytest.approx(naive, abs=2e-4)
+
+
+def test_sliding_window_model_scores_equal_full_forward(tiny_gemma3):
+    backend = LocalBackend.load(str(tiny_gemma3), device="cpu", dtype="float32")
+    prompts = [_chat(text) for text in INPUTS]
+    assert len(backend.format.ids(prompts[0])) > 10 * 6  # far past the window
+    _assert_matches_reference(backend, prompts, LABELS, backend.score_options(prompts, LABELS))
+
+
+def test_base_model_scores_plain_text_with_a_space_and_newline(tiny_llama):
+    backend = LocalBackend.load(str(tiny_llama), device="cpu", dtype="float32")
+    backend_base = LocalBackend(backend.model, backend.tokenizer, name="tiny-base", kind="base")
+    prompts = [(Message("user", f"{INSTRUCTION}\nMessage: {t}\nIntent:"),) for t in INPUTS[:3]]
+    assert backend_base.format.text(prompts[0]).endswith("Intent:")
+    option_ids = backend_base.option_token_ids(["cancel"], prompt=prompts[0])[0]
+    assert backend_base.tokenizer.decode(option_ids) == " cancel\n"
+    _assert_matches_reference(backend_base, prompts, LABELS, backend_base.score_options(prompts, LABELS))
+
+
+def test_cached_prefix_is_dropped_when_weights_change_in_place(tiny_llama):
+    backend = LocalBackend.load(str(tiny_llama), device="cpu", dtype="float32")
+    prompts = [_chat(text) for text in INPUTS[:2]]
+    before = backend.score_options(prompts, LABELS)
+    with torch.no_grad():  # what an optimizer step does: in place
+        backend.model.model.layers[0].mlp.down_proj.weight.mul_(1.5)
+    after = backend.score_options(prompts, LABELS)
+    assert after[0].logprobs != pytest.approx(before[0].logprobs, abs=1e-3)
+    _assert_matches_reference(backend, prompts, LABELS, after)
+
+
+def test_score_options_chooses_by_the_end_of_answer_marker(llama_backend):
+    # "cancel" is a token prefix of "cancel_reservation": the end-of-turn marker makes them
+    # distinct answers instead of the shorter always winning.
+    ids = llama_backend.option_token_ids(["cancel", "cancel_reservation"], prompt=_chat("x"))
+    assert llama_backend.tokenizer.decode(ids[0]).endswith("<|im_end|>")
+    assert ids[1][: len(ids[0]) - 1] == ids[0][:-1]
+
+
+def test_score_options_needs_options(llama_backend):
+    with pytest.raises(TunewiseError, match="at least one option"):
+        llama_backend.score_options([_chat("hi")], [])
+
+
+# -- generate -------------------------------------------------------------------------------
+
+
+def test_batched_greedy_generation_equals_one_by_one(llama_backend):
+    prompts = [_chat(text) for text in INPUTS]
+    options = GenerateOptions(max_new_tokens=12)
+    batched = llama_backend.generate(prompts, options)
+    single = [llama_backend.generate([p], options)[0] for p in prompts]
+    assert [g.text for g in batched] == [g.text for g in single]
+    assert [g.usage.tokens_out for g in batched] == [g.usage.tokens_out for g in single]
+    assert any(g.text for g in batched)
+
+
+def test_generation_usage_and_length_limit(llama_backend):
+    result = llama_backend.generate([_chat("book a flight")], GenerateOptions(max_new_tokens=5))[0]
+    assert result.usage.tokens_in == len(llama_backend.format.ids(_chat("book a flight")))
+    assert 1 <= result.usage.tokens_out <= 5
+    if result.usage.tokens_out == 5:
+        assert result.finish_reason == "length"
+    assert result.usage.latency_s > 0
+    assert result.usage.cost_usd == pytest.approx(result.usage.latency_s * 0.10 / 3600)
+
+
+def test_stop_strings_cut_the_text(llama_backend):
+    prompt = _chat("what is the weather today in the city")
+    free = llama_backend.generate([prompt], GenerateOptions(max_new_tokens=20))[0].text
+    assert len(free) >= 6, free
+    stop = free[3:5]
+    cut = free[: free.index(stop)]
+    stopped = llama_backend.generate([prompt], GenerateOptions(max_new_tokens=20, stop=(stop,)))[0]
+    assert stopped.text == cut
+    assert stopped.finish_reason == "stop"
+    assert stopped.usage.tokens_out < 20
+
+
+def test_count_tokens_uses_the_real_tokenizer(llama_backend):
+    text = "cancel my reservation please"
+    assert llama_backend.count_tokens(text) == len(llama_backend.tokenizer.encode(text, add_special_tokens=False))
+    assert 0 < llama_backend.count_tokens(text) < len(text)
+    assert llama_backend.count_tokens("") == 0
+
+
+# -- loading --------------------------------------------------------------------------------
+
+
+def test_local_folder_loads_with_a_content_fingerprint(tiny_llama, tmp_path):
+    copy = tmp_path / "copied-model"
+    shutil.copytree(tiny_llama, copy)
+    resolved = resolve_model(str(copy))
+    assert resolved.source == "folder" and resolved.kind is None
+    backend = LocalBackend.load(resolved, device="cpu")
+    original = LocalBackend.load(str(tiny_llama), device="cpu")
+    assert backend.kind == "instruct"  # it has a chat template
+    assert backend.model_id.startswith("local:copied-model@")
+    assert backend.model_id.split("@")[1] == original.model_id.split("@")[1]  # same weights, same id
+    assert backend.model.dtype == torch.float32
+
+
+def test_folder_without_config_is_refused(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(TunewiseError, match="config.json") as info:
+        resolve_model(str(tmp_path))
+    assert info.value.where == str(tmp_path) and info.value.fix
+
+
+def test_missing_folder_path_is_refused(tmp_path):
+    with pytest.raises(TunewiseError, match="no such model folder"):
+        resolve_model(str(tmp_path / "nowhere"))
+
+
+def test_hub_id_offline_becomes_a_tunewise_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    resolved = resolve_model("no-such-org/no-such-model")
+    assert resolved.source == "hub"
+    with pytest.raises(TunewiseError) as info:
+        LocalBackend.load(resolved, device="cpu")
+    assert info.value.where == "no-such-org/no-such-model"
+    assert "no-such-org/no-such-model" in str(info.value)
+    assert "HF_HUB_OFFLINE" in info.value.fix and "local folder" in info.value.fix
+
+
+def test_hub_id_loads_from_the_hub_cache_offline(tiny_llama, tmp_path, monkeypatch):
+    # The real from_pretrained(hub_id) path, served by a hub cache laid out as huggingface_hub does.
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--tiny-org--tiny-llama"
+    shutil.copytree(tiny_llama, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    backend = LocalBackend.load("tiny-org/tiny-llama", device="cpu")
+    assert backend.model_id == f"local:tiny-org/tiny-llama@{commit[:12]}"
+    assert backend.generate([_chat("hi")], GenerateOptions(max_new_tokens=3))[0].usage.tokens_out >= 1
+
+
+def test_catalog_name_loads_through_the_verified_cache(tiny_llama, monkeypatch):
+    # A catalog entry whose "GGUF" is a file of an installed package, and whose dequantization
+    # is replaced by copying the tiny model: the rest (verify, manifest, resolve, load) is real.
+    from importlib import metadata
+
+    from tunewise.models import gguf_cache
+
+    dist = metadata.distribution("pytest")
+    part = next(f for f in dist.files if str(f).endswith("pytest/__init__.py"))
+    source = GgufSource(
+        package="pytest",
+        install_args=("pytest",),
+        parts=(GgufPart("pytest", str(part)),),
+        sha256=gguf_cache.sha256_file(Path(str(dist.locate_file(part)))),
+    )
+    entry = CatalogModel(name="tiny-test", description="tiny", kind="instruct", params=1, source=source)
+    monkeypatch.setitem(catalog.CATALOG, "tiny-test", entry)
+    monkeypatch.setattr(gguf_cache, "_dequantize", lambda _gguf, out: shutil.copytree(tiny_llama, out))
+    backend = LocalBackend.load("tiny-test", device="cpu")
+    manifest = json.loads((catalog.models_dir() / "tiny-test" / "manifest.json").read_text())
+    assert backend.model_id == f"local:tiny-test@{manifest['files']['model.safetensors'][:12]}"
+    assert backend.kind == "instruct"
+
+
+# -- the bundled models (slow: dequantize real GGUF weights) ---------------------------------
+
+
+@pytest.fixture(scope="session")
+def bundled_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tunewise-home-bundled")
+
+
+def _timed_pull_and_load(name: str, home: Path, monkeypatch) -> LocalBackend:
+    monkeypatch.setenv("TUNEWISE_HOME", str(home))
+    began = time.perf_counter()
+    catalog.pull(name, progress=print)
+    print(f"{name}: pull (cold on first use) {time.perf_counter() - began:.1f} s")
+    began = time.perf_counter()
+    backend = LocalBackend.load(name, device="cpu")
+    print(f"{name}: warm load (verify hashes + load) {time.perf_counter() - began:.2f} s")
+    return backend
+
+
+def _clinc_like_prompts(shared_datasets: Path, n: int):
+    rows = [json.loads(line) for line in (shared_datasets / "clinc150" / "test.jsonl").open()]
+    labels = sorted({r["output"] for r in rows})
+    instruction = (
+        "Classify the user's message into exactly one intent. Answer with the intent label only.\n"
+        "Labels: " + ", ".join(labels)
+    )
+    picked = [r for r in rows if r["output"] in ("weather", "translate", "book_flight", "timer")][:n]
+    return labels, instruction, picked
+
+
+@pytest.mark.slow
+def test_smollm2_from_the_catalog(bundled_home, monkeypatch, shared_datasets):
+    backend = _timed_pull_and_load("smollm2-135m-instruct", bundled_home, monkeypatch)
+    assert backend.kind == "instruct" and backend.model_id.startswith("local:smollm2-135m-instruct@")
+    answer = backend.generate([(Message("user", "What is the capital of France?"),)], GenerateOptions(max_new_tokens=20))
+    print("smollm2:", answer[0].text)
+    assert "Paris" in answer[0].text
+    labels, instruction, rows = _clinc_like_prompts(shared_datasets, 8)
+    prompts = [_chat(r["input"], instruction) for r in rows]
+    began = time.perf_counter()
+    results = backend.score_options(prompts, labels)
+    print(f"smollm2: scored {len(prompts)} x {len(labels)} labels in {time.perf_counter() - began:.1f} s")
+    chosen = [labels[r.best] for r in results]
+    print("smollm2 chose:", list(zip([r["output"] for r in rows], chosen)))
+    assert sum(c == r["output"] for c, r in zip(chosen, rows)) >= 2  # far above chance (1/151)
+    # exactness on the real model, for a few labels (the reference runs a full pass per label)
+    few = labels[:6]
+    fast = backend.score_options(prompts[:2], few)
+    _assert_matches_reference(backend, prompts[:2], few, fast)
+
+
+@pytest.mark.slow
+def test_gemma3_base_from_the_catalog(bundled_home, monkeypatch):
+    backend = _timed_pull_and_load("gemma3-270m", bundled_home, monkeypatch)
+    assert backend.kind == "base"
+    text = backend.generate(
+        [(Message("user", "The capital of France is"),)], GenerateOptions(max_new_tokens=8, stop=("\n",))
+    )[0].text
+    print("gemma3:", text)
+    assert "Paris" in text
+    prompts = [(Message("user", f"Question: {q}\nAnswer:"),) for q in ("What color is the sky?", "What is 2 + 2?")]
+    results = backend.score_options(prompts, ["blue", "four", "green"])
+    assert [r.best for r in results] == [0, 1]
+    _assert_matches_reference(backend, prompts, ["blue", "four", "green"], results)
