@@ -502,13 +502,19 @@ def test_record_check_stores_a_finished_check_run(store: Store, card: TaskCard):
         data_hashes = {"file": "cd" * 32}
 
         def to_dict(self):
-            return {"ok": True, "sizes": {"train": 80, "validation": 10, "test": 10}}
+            return {"ok": True, "sizes": {"train": 80, "validation": 10, "test": 10},
+                    "findings": [{"code": "duplicate_input", "count": 3, "examples": []}],
+                    "readiness": [{"key": "metric", "status": "met"}]}
 
     run_id = store.record_check(card, Report())
     detail = store.get_run(run_id)
     assert (detail.kind, detail.status) == ("check", "finished")
-    assert detail.summary == Report().to_dict() and detail.data_hashes == Report.data_hashes
+    assert detail.summary == {"examples": {"train": 80, "validation": 10, "test": 10},
+                              "findings": {"duplicate_input": 3}, "readiness": {"metric": "met"}}
+    assert detail.data_hashes == Report.data_hashes
     assert detail.seeds == {"split": 0}
+    [artifact] = detail.artifacts
+    assert (artifact.kind, artifact.name) == ("check_report", "check.json")
 
 
 @pytest.mark.postgres

@@ -127,39 +127,49 @@ def print_runs(rows: list[RunSummary]) -> None:
 
 
 def print_run(detail: RunDetail) -> None:
-    data = detail.to_dict()
-    run = data.get("run", data)
-    console.print(f"[bold]run {run['id']}[/]  {run['kind']}  {run['status']}  task {run.get('task_name', '')}")
-    for key in ("created_at", "finished_at"):
+    run = detail.to_dict()
+    console.print(f"[bold]run {run['id']}[/]  {run['kind']}  {run['status']}  task {run['task_name']}")
+    for key in ("created_at", "finished_at", "error"):
         if run.get(key):
-            console.print(f"  {key:<16} {run[key]}")
+            console.print(f"  {key:<12} {run[key]}")
+    if run.get("summary"):
+        console.print(f"  summary      {_summary_line(run['summary'])}")
     for key in ("data_hashes", "seeds", "models", "package_versions"):
-        value = run.get(key)
-        if value:
+        if run.get(key):
             console.print(f"  [bold]{key}[/]")
-            for name, item in value.items() if isinstance(value, dict) else enumerate(value):
-                console.print(f"    {name:<22} {item}")
-    summary = run.get("summary")
-    if summary:
-        console.print(f"  [bold]summary[/]  {_summary_line(summary)}")
-    arms = data.get("arms") or []
-    if arms:
+            _print_mapping(run[key], indent=4)
+    if run.get("arms"):
         table = Table(title="arms", title_justify="left")
         for column in ("id", "name", "model", "status", "predictions", "metrics"):
             table.add_column(column)
-        for arm in arms:
-            metrics = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in (arm.get("metrics") or {}).items())
+        for arm in run["arms"]:
+            metrics = ", ".join(
+                f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in (arm.get("metrics") or {}).items()
+            )
             table.add_row(str(arm["id"]), arm["name"], arm.get("model") or "", arm["status"],
                           str(arm.get("prediction_count", "")), metrics)
         console.print(table)
+    for artifact in run.get("artifacts") or []:
+        where = artifact["path"] or "(stored inline: `tunewise runs show ID --json`)"
+        console.print(f"  artifact     {artifact['kind']}  {artifact['name']}  {where}")
+
+
+def _print_mapping(mapping: dict[str, Any], *, indent: int) -> None:
+    for name, value in mapping.items():
+        if isinstance(value, dict):
+            console.print(" " * indent + f"{name}")
+            _print_mapping(value, indent=indent + 2)
+        else:
+            console.print(" " * indent + f"{name:<24} {value}")
 
 
 def _summary_line(summary: dict[str, Any] | None) -> str:
+    """`examples: train 1197, test 148; findings: duplicate_input 11` from a run's summary."""
     if not summary:
         return ""
     parts = []
     for key, value in summary.items():
         if isinstance(value, dict):
-            value = ", ".join(f"{k} {v}" for k, v in value.items())
+            value = ", ".join(f"{k} {v}" for k, v in value.items()) or "none"
         parts.append(f"{key}: {value}")
     return "; ".join(parts)

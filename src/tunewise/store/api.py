@@ -255,11 +255,19 @@ class Store:
     def record_check(
         self, card: TaskCard, report: CheckReportLike, *, data_hashes: Mapping[str, str] | None = None
     ) -> int:
-        """Record a clean `tunewise check` as a finished run of kind ``check`` whose summary is
-        ``report.to_dict()``. Data hashes: ``data_hashes``, else the report's own."""
+        """Record a clean `tunewise check` as a finished run of kind ``check``: a short summary
+        (split sizes, finding counts, readiness) on the run, the full report as an artifact.
+        Data hashes: ``data_hashes``, else the report's own."""
         hashes = data_hashes if data_hashes is not None else getattr(report, "data_hashes", None) or {}
+        full = report.to_dict()
         run_id = self.start_run(card, kind="check", data_hashes=hashes, seeds={"split": card.data.split.seed})
-        self.finish_run(run_id, Status.finished, summary=report.to_dict())
+        self.add_artifact(run_id, kind="check_report", name="check.json", content=full)
+        summary = {
+            "examples": full.get("sizes", {}),
+            "findings": {f["code"]: f["count"] for f in full.get("findings", [])},
+            "readiness": {item["key"]: item["status"] for item in full.get("readiness", [])},
+        }
+        self.finish_run(run_id, Status.finished, summary=summary)
         return run_id
 
     # -- reading ---------------------------------------------------------------------------
