@@ -5,5 +5,10 @@ python3 -m venv .venv
 # shellcheck disable=SC1091
 source .venv/bin/activate
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-pip install --quiet "torch==2.13.0"
-pip install --quiet -e ".$1"
+quiet_pip() {
+  # This machine's pip configuration names local package folders that may not exist; pip
+  # warns about each one on every install. Keep the real messages, drop that noise.
+  pip install --quiet "$@" 2> >(grep -v "^WARNING: Location 'file:" >&2)
+}
+quiet_pip "torch==2.13.0"
+quiet_pip -e ".$1"

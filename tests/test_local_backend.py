@@ -1,7 +1,7 @@
 """LocalBackend on tiny random models with a real tokenizer; the bundled models in slow tests.
 
-The fast tests build a 2-layer Llama (and a 3-layer Gemma 3 with a 6-token sliding window)
-and a small byte-level BPE tokenizer with a ChatML template, save them with save_pretrained
+The fast tests build a 2-layer Llama (and Gemma 3, Qwen3 and Mistral models with a 6-token
+sliding window, far shorter than the prompts) and a small byte-level BPE tokenizer with a ChatML template, save them with save_pretrained
 and load them through the same code path as any model folder. The reference for every score
 is written out here, independently of the library: one plain forward pass over prompt +
 option, summed log-softmax.
@@ -22,7 +22,11 @@ from transformers import (
     Gemma3TextConfig,
     LlamaConfig,
     LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
     PreTrainedTokenizerFast,
+    Qwen3Config,
+    Qwen3ForCausalLM,
 )
 
 from tunewise.errors import TunewiseError
@@ -110,19 +114,58 @@ def _gemma3(folder: Path) -> None:
     Gemma3ForCausalLM(config).save_pretrained(folder)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread_for_tiny_models(request):
+    """Tiny models gain nothing from a second thread, and on a busy machine every parallel op
+    waits for a descheduled thread: one thread keeps the fast suite fast."""
+    if "slow" in request.keywords:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _qwen3(folder: Path) -> None:
+    torch.manual_seed(2)
+    config = Qwen3Config(
+        vocab_size=320,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        use_sliding_window=True,
+        sliding_window=6,
+        max_window_layers=1,  # layer 0 full, layers 1-2 sliding
+        initializer_range=0.3,
+        tie_word_embeddings=True,
+    )
+    Qwen3ForCausalLM(config).save_pretrained(folder)
+
+
+def _mistral(folder: Path) -> None:
+    torch.manual_seed(3)
+    config = MistralConfig(  # no layer_types: every layer slides
+        vocab_size=320,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        sliding_window=6,
+        initializer_range=0.3,
+    )
+    MistralForCausalLM(config).save_pretrained(folder)
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-llama")
     _tokenizer(folder)
     _llama(folder)
-    return folder
-
-
-@pytest.fixture(scope="session")
-def tiny_gemma3(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-gemma3")
-    _tokenizer(folder)
-    _gemma3(folder)
     return folder
 
 
@@ -201,21 +244,36 @@ def test_scores_without_prefix_reuse_and_naive_fallback_agree(tiny_llama):
     assert torch.tensor([r.logprobs for r in fast], dtype=torch.float64) == pytest.approx(naive, abs=2e-4)
 
 
-def test_sliding_window_model_scores_equal_full_forward(tiny_gemma3):
-    backend = LocalBackend.load(str(tiny_gemma3), device="cpu", dtype="float32")
+@pytest.mark.parametrize("build", [_gemma3, _qwen3, _mistral], ids=["gemma3", "qwen3", "mistral"])
+def test_sliding_window_models_score_equal_full_forward(build, tmp_path):
+    _tokenizer(tmp_path)
+    build(tmp_path)
+    backend = LocalBackend.load(str(tmp_path), device="cpu", dtype="float32")
+    assert backend.scorer.supported
     prompts = [_chat(text) for text in INPUTS]
     assert len(backend.format.ids(prompts[0])) > 10 * 6  # far past the window
     _assert_matches_reference(backend, prompts, LABELS, backend.score_options(prompts, LABELS))
 
 
-def test_base_model_scores_plain_text_with_a_space_and_newline(tiny_llama):
+def test_base_model_scores_plain_text_in_both_styles(tiny_llama):
     backend = LocalBackend.load(str(tiny_llama), device="cpu", dtype="float32")
-    backend_base = LocalBackend(backend.model, backend.tokenizer, name="tiny-base", kind="base")
-    prompts = [(Message("user", f"{INSTRUCTION}\nMessage: {t}\nIntent:"),) for t in INPUTS[:3]]
-    assert backend_base.format.text(prompts[0]).endswith("Intent:")
-    option_ids = backend_base.option_token_ids(["cancel"], prompt=prompts[0])[0]
-    assert backend_base.tokenizer.decode(option_ids) == " cancel\n"
-    _assert_matches_reference(backend_base, prompts, LABELS, backend_base.score_options(prompts, LABELS))
+    base = LocalBackend(backend.model, backend.tokenizer, name="tiny-base", kind="base")
+    completion = [(Message("user", f"{INSTRUCTION}\nMessage: {t}\nIntent:"),) for t in INPUTS[:3]]
+    paragraphs = [_chat(t) for t in INPUTS[:2]]
+    assert base.format.text(completion[0]).endswith("Intent:")
+    assert base.tokenizer.decode(base.option_token_ids(["cancel"], prompt=completion[0])[0]) == " cancel\n"
+    assert base.format.text(paragraphs[0]) == f"{INSTRUCTION}\n\n{INPUTS[0]}\n\n"
+    assert base.tokenizer.decode(base.option_token_ids(["cancel"], prompt=paragraphs[0])[0]) == "cancel\n\n"
+    mixed = [completion[0], paragraphs[0], completion[1], paragraphs[1]]  # one call, two tries
+    _assert_matches_reference(base, mixed, LABELS, base.score_options(mixed, LABELS))
+
+
+def test_base_model_generation_stops_at_the_end_of_its_answer(tiny_llama):
+    backend = LocalBackend.load(str(tiny_llama), device="cpu", dtype="float32")
+    base = LocalBackend(backend.model, backend.tokenizer, name="tiny-base", kind="base")
+    prompts = [(Message("user", "Message: hi\nIntent:"),), _chat("hi")]
+    for result in base.generate(prompts, GenerateOptions(max_new_tokens=40)):
+        assert "\n\n" not in result.text and not result.text.startswith(" ")
 
 
 def test_cached_prefix_is_dropped_when_weights_change_in_place(tiny_llama):

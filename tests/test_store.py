@@ -42,6 +42,10 @@ data:
   file: tickets.csv
 """
 
+# The newest numbered migration file: the head every fresh store must reach.
+MIGRATION_FILES = sorted((Path(__file__).parents[1] / "src/tunewise/store/migrations/versions").glob("[0-9]*.py"))
+LATEST_MIGRATION = MIGRATION_FILES[-1].name[:4]
+
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store_url_for_backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
@@ -98,7 +102,11 @@ def test_migrations_apply_from_empty_and_are_idempotent(store_url_for_backend: s
                 tasks = connection.execute(text("SELECT count(*) FROM tasks")).scalar()
         assert versions == [head_revision()]
         assert (task_id, tasks) == (1, 1), f"open number {attempt + 1}"
-        assert head_revision() == "0001"
+        assert head_revision() == LATEST_MIGRATION
+
+
+def test_migration_files_are_numbered_without_gaps():
+    assert [p.name[:4] for p in MIGRATION_FILES] == [f"{n:04d}" for n in range(1, len(MIGRATION_FILES) + 1)]
 
 
 def test_models_match_the_migrations(store: Store):
@@ -114,7 +122,7 @@ def test_newer_database_revision_is_refused(store_url_for_backend: str):
     with pytest.raises(StoreError) as caught:
         open_store(store_url_for_backend)
     message = str(caught.value)
-    assert "9999" in message and "newer than this tunewise knows (0001)" in message
+    assert "9999" in message and f"newer than this tunewise knows ({LATEST_MIGRATION})" in message
     assert "upgrade tunewise" in caught.value.fix
 
 

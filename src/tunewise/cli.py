@@ -106,6 +106,72 @@ def schema(out: Path | None) -> None:
         click.echo(text)
 
 
+def _parse_duration(text: str | None) -> float | None:
+    """'20m', '90s', '1.5h' or plain seconds -> seconds."""
+    if text is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a duration; write e.g. 20m, 90s or 1h") from None
+    if seconds <= 0:
+        raise click.BadParameter("the budget must be positive")
+    return seconds
+
+
+@cli.command()
+@click.argument("task", type=click.Path(path_type=Path))
+@click.option("--arms", help="Comma-separated arm kinds: embed_classifier, zero_shot, few_shot_random, "
+              "few_shot_nearest [default: all that apply].")
+@click.option("--models", help="Comma-separated model specs: catalog names (smollm2-135m-instruct, gemma3-270m), "
+              "model folders, hub ids, or openai:MODEL[@BASE_URL] [default: smollm2-135m-instruct].")
+@click.option("--limit", type=click.IntRange(min=1), help="Score a seeded sample of this many test examples.")
+@click.option("--budget", help="Wall-clock budget, e.g. 20m; arms that do not fit are skipped with the reason.")
+@click.option("--shots", default=5, show_default=True, type=click.IntRange(min=1), help="Examples per few-shot prompt.")
+@click.option("--no-cache", is_flag=True, help="Recompute every answer instead of reusing identical cached calls.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the test sample and the random few-shot examples.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.pass_context
+def bakeoff(ctx: click.Context, task: Path, arms: str | None, models: str | None, limit: int | None,
+            budget: str | None, shots: int, no_cache: bool, seed: int, as_json: bool) -> None:
+    """Run the arms on the task's frozen test split; measure quality (95% CI), latency and cost."""
+    _quiet_model_libraries()
+    from tunewise.bakeoff import BakeoffOptions, plan_arms, run_bakeoff
+    from tunewise.display import RichObserver, print_bakeoff
+    from tunewise.task import load_card
+
+    card = load_card(task)
+    planned = plan_arms(card, _split(arms), _split(models), shots=shots)
+    options = BakeoffOptions(limit=limit, budget_s=_parse_duration(budget), use_cache=not no_cache, seed=seed)
+    with _open_store(ctx) as store:
+        try:
+            with RichObserver(quiet=as_json) as observer:
+                result = run_bakeoff(card, planned, store=store, options=options, observer=observer)
+        except KeyboardInterrupt:
+            click.secho("interrupted: what was answered is stored; run the same command again to resume",
+                        fg="yellow", err=True)
+            ctx.exit(130)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        print_bakeoff(result)
+
+
+def _quiet_model_libraries() -> None:
+    """transformers and the hub print per-file progress bars and notices; ours say enough."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [part.strip() for part in value.split(",") if part.strip()] if value else None
+
+
 @cli.group(cls=_Group)
 def runs() -> None:
     """Read the run store: what ran, on which data, with which results."""

@@ -3,6 +3,7 @@ that these functions render."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,9 @@ if TYPE_CHECKING:
     from tunewise.store import RunDetail, RunSummary
     from tunewise.task.findings import CheckReport
 
-console = Console(highlight=False, soft_wrap=False)
+# Piped or logged output (CI, `| tee`) gets a wide fixed width: rich's default of 80 columns
+# would squeeze the bake-off table into unreadable slivers.
+console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
 
 STATUS_MARK = {"met": ("✓ met", "green"), "not_met": ("✗ not met", "red"), "unknown": ("? unknown", "yellow")}
 
@@ -173,3 +176,76 @@ def _summary_line(summary: dict[str, Any] | None) -> str:
             value = ", ".join(f"{k} {v}" for k, v in value.items()) or "none"
         parts.append(f"{key}: {value}")
     return "; ".join(parts)
+
+
+# -- the bake-off ---------------------------------------------------------------------------
+
+
+class RichObserver:
+    """Progress bars for a running bake-off (one per arm), as a bake-off `Observer`."""
+
+    def __init__(self, *, quiet: bool = False):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.quiet = quiet
+        self.progress = Progress(TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=Console(stderr=True), disable=quiet)
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> RichObserver:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def run_started(self, run_id: int, resumed: bool, n_examples: int) -> None:
+        verb = "resuming" if resumed else "started"
+        self.progress.console.print(f"bake-off run {run_id} {verb}: {n_examples:,} test examples")
+
+    def arm_started(self, name: str, total: int, already: int) -> None:
+        self.tasks[name] = self.progress.add_task(name, total=total, completed=already)
+
+    def arm_progress(self, name: str, done: int) -> None:
+        self.progress.update(self.tasks[name], completed=done)
+
+    def arm_finished(self, result: Any) -> None:
+        if result.status == "skipped":
+            self.progress.console.print(f"[yellow]skipped[/] {result.name}: {result.reason}")
+
+
+def print_bakeoff(result: Any) -> None:
+    """The one table: quality with its 95% interval, latency, tokens and cost, per arm."""
+    secondary = sorted({key for arm in result.arms for key in arm.secondary})
+    table = Table(title=f"{result.task}: {result.n_examples:,} test examples, run {result.run_id}"
+                  f"{' (resumed)' if result.resumed else ''}", title_justify="left")
+    table.add_column("arm", no_wrap=True)
+    table.add_column(f"{result.metric} [95% CI]", no_wrap=True)
+    for key in secondary:
+        table.add_column(key, justify="right")
+    for column in ("p50 ms", "p95 ms", "tok in", "tok out", "$ / 1k req", "cached"):
+        table.add_column(column, justify="right")
+    notes = []
+    for arm in result.arms:
+        if arm.estimate is None:
+            table.add_row(arm.name, f"[dim]{arm.status}[/]", *[""] * (len(secondary) + 6))
+            notes.append(f"{arm.name}: {arm.reason}")
+            continue
+        est = arm.estimate
+        partial = " [yellow](partial)[/]" if arm.status == "partial" else ""
+        table.add_row(
+            arm.name,
+            f"{est.value:.3f} [{est.low:.3f}, {est.high:.3f}]{partial}",
+            *[f"{arm.secondary[k]:.3f}" if k in arm.secondary else "" for k in secondary],
+            f"{arm.latency_p50_ms:,.0f}", f"{arm.latency_p95_ms:,.0f}", f"{arm.tokens_in_mean:,.0f}",
+            f"{arm.tokens_out_mean:,.0f}", f"{arm.cost_per_1k_usd:.4f}", f"{arm.cached_share:.0%}",
+        )
+        if arm.reason:
+            notes.append(f"{arm.name}: {arm.reason}")
+        if arm.prepare_s:
+            notes.append(f"{arm.name}: prepared in {arm.prepare_s:.1f} s (${arm.prepare_cost_usd:.4f}, one-time)")
+    console.print(table)
+    for note in notes:
+        console.print(f"  {note}")
+    console.print(f"  {result.elapsed_s:.0f} s in all. `tunewise runs show {result.run_id}` has every detail; "
+                  "re-running the same command reuses cached answers.")

@@ -8,13 +8,17 @@ then feeds the resulting `Candidate` batches of test examples and records what c
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tunewise.models.base import Usage
+from tunewise.models.base import Backend, Usage
 from tunewise.task.dataset import Dataset, Example
+
+if TYPE_CHECKING:
+    from tunewise.knowledge.embed import Embedder
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,27 +27,29 @@ class Prediction:
 
     output: str  # the answer as the task expects it: a label, a JSON string, free text
     usage: Usage
-    valid: bool = True  # False when the raw answer could not be used as-is (e.g. JSON that does not parse)
+    valid: bool = True  # False when the raw answer could not be used as-is (JSON that does not parse, ...)
     raw: str | None = None  # the model's text before parsing, when it differs from `output`
-    extra: dict[str, Any] = field(default_factory=dict)  # arm-specific detail worth storing (retrieved ids, ...)
+    extra: dict[str, Any] = field(default_factory=dict)  # arm-specific detail worth storing
 
 
 class Candidate(ABC):
     """A prepared arm, ready to answer."""
 
-    #: What the store records for this candidate: every setting that changes its answers.
+    #: Every setting that changes this candidate's answers (recorded with the arm, and part
+    #: of the cache key of its predictions).
     config: dict[str, Any]
-    #: The model(s) behind it, e.g. "local:smollm2-135m-instruct@ab12cd34".
+    #: The model(s) behind it, e.g. "local:smollm2-135m-instruct@ab12cd34ef56".
     model_id: str
+    #: One-time cost of preparing (fitting, training), amortised later by the verdict.
+    prepare_usage: Usage | None = None
 
     @abstractmethod
     def predict(self, batch: Sequence[Example]) -> list[Prediction]:
         """Answers for a batch of examples, in order."""
 
-    @property
-    def prepare_cost(self) -> Usage | None:
-        """One-time cost of preparing (training, fitting), if any: the verdict amortises it."""
-        return None
+    def batch_size(self) -> int:
+        """How many examples the bake-off should hand over at once."""
+        return 16
 
 
 @dataclass(frozen=True)
@@ -55,17 +61,20 @@ class Budget:
 
 @dataclass
 class ArmContext:
-    """Everything an arm may use to prepare: the task's data, a budget, shared services."""
+    """Everything an arm may use to prepare. Heavy objects (models, embedders) come from the
+    bake-off through these factories, so arms that share a model share one loaded copy."""
 
     dataset: Dataset
-    budget: Budget
+    backend: Callable[[str], Backend]  # model spec -> loaded backend
+    embedder: Callable[[], Embedder]  # the embedding model, loaded on first use
+    budget: Budget = field(default_factory=Budget)
     seed: int = 0
-    services: dict[str, Any] = field(default_factory=dict)  # backends and embedders, shared between arms
 
 
 class Arm(ABC):
-    """A way of solving the task. Subclasses set `name` and implement `applies` and `prepare`."""
+    """A way of solving the task. Subclasses set `name` and implement `prepare`."""
 
+    #: Unique within a bake-off, e.g. "zero_shot@smollm2-135m-instruct", "few_shot_nearest@...".
     name: str
 
     def applies(self, dataset: Dataset) -> str | None:
@@ -75,3 +84,10 @@ class Arm(ABC):
     @abstractmethod
     def prepare(self, context: ArmContext) -> Candidate:
         """Fit, pick examples or train, within ``context.budget``."""
+
+    def params(self) -> dict[str, Any]:
+        """The arm's own settings (model spec, k, ...), known before `prepare`: recorded with
+        the arm and part of its cache key. Dataclass arms get this for free."""
+        if dataclasses.is_dataclass(self):
+            return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}

@@ -26,7 +26,7 @@ from tunewise.models.catalog import CATALOG, Kind, ResolvedModel, models_dir, re
 from tunewise.models.device import pick_device, pick_dtype
 from tunewise.models.gguf_cache import cache_problems, read_manifest
 from tunewise.models.option_scoring import OptionTrie, PrefixTrieScorer, score_naive
-from tunewise.models.prompt_format import PromptFormat
+from tunewise.models.prompt_format import AnswerAffixes, PromptFormat
 
 DEFAULT_PRICE_PER_HOUR = 0.10
 """Dollars per hour of the machine a local model runs on (a small cloud CPU instance)."""
@@ -60,7 +60,7 @@ class LocalBackend(Backend):
         self.scorer = PrefixTrieScorer(model, max_batch_tokens=max_batch_tokens)
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._stop_ids = self._end_token_ids()
-        self._tries: dict[tuple[str, tuple[str, ...]], tuple[OptionTrie, list[list[int]]]] = {}
+        self._tries: dict[tuple[AnswerAffixes, tuple[str, ...]], tuple[OptionTrie, list[list[int]]]] = {}
         self._weights_version = self._current_weights_version()
 
     @classmethod
@@ -96,19 +96,28 @@ class LocalBackend(Backend):
     # -- Backend ------------------------------------------------------------------------------
 
     def generate(self, prompts: Sequence[Chat], options: GenerateOptions | None = None) -> list[Generation]:
+        """Greedy by default. ``json_mode`` is not enforced here: the arms validate what comes back.
+
+        An instruct model stops at its end-of-turn token; a base model at the end of an answer
+        as prompt_format defines it (a newline after "...:", else a blank line).
+        """
         options = options or GenerateOptions()
-        encoded = [self.format.ids(p) for p in prompts]
+        texts = [self.format.text(p) for p in prompts]
+        encoded = [self.format.tokenize(t) for t in texts]
         results: list[Generation | None] = [None] * len(prompts)
-        # Similar lengths together: less padding to compute.
-        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-        for start in range(0, len(order), self.max_batch_size):
-            batch = order[start : start + self.max_batch_size]
-            began = time.perf_counter()
-            outputs = self._generate_batch([encoded[i] for i in batch], options)
-            share = (time.perf_counter() - began) / len(batch)
-            for index, (text, n_out, finish) in zip(batch, outputs):
-                usage = Usage(len(encoded[index]), n_out, share, self._cost(share))
-                results[index] = Generation(text=text, usage=usage, finish_reason=finish)
+        groups: dict[AnswerAffixes, list[int]] = {}  # a batch shares its stop markers
+        for i, text in enumerate(texts):
+            groups.setdefault(self.format.affixes(text), []).append(i)
+        for affixes, members in groups.items():
+            order = sorted(members, key=lambda i: len(encoded[i]))  # similar lengths: less padding
+            for start in range(0, len(order), self.max_batch_size):
+                batch = order[start : start + self.max_batch_size]
+                began = time.perf_counter()
+                outputs = self._generate_batch([encoded[i] for i in batch], options, affixes)
+                share = (time.perf_counter() - began) / len(batch)
+                for index, (text, n_out, finish) in zip(batch, outputs):
+                    usage = Usage(len(encoded[index]), n_out, share, self._cost(share))
+                    results[index] = Generation(text=text, usage=usage, finish_reason=finish)
         return results  # type: ignore[return-value]
 
     def score_options(self, prompts: Sequence[Chat], options: Sequence[str]) -> list[OptionScores]:
@@ -119,13 +128,13 @@ class LocalBackend(Backend):
         encoded = [self.format.tokenize(t) for t in texts]
         self._drop_caches_if_weights_changed()
         scores = torch.zeros(len(prompts), len(options), dtype=torch.float64)
-        # Base models separate an answer from a prompt with a space unless the prompt ends in
-        # whitespace, so option tokens differ by that lead: score each group with its own trie.
-        groups: dict[str, list[int]] = {}
+        # A base model's answer starts and ends differently after "...Intent:" than after a
+        # paragraph (see prompt_format), so option tokens differ: one trie per kind of prompt.
+        groups: dict[AnswerAffixes, list[int]] = {}
         for i, text in enumerate(texts):
-            groups.setdefault(self.format.answer_lead(text), []).append(i)
-        for lead, members in groups.items():
-            trie, option_ids = self._trie(lead, tuple(options))
+            groups.setdefault(self.format.affixes(text), []).append(i)
+        for affixes, members in groups.items():
+            trie, option_ids = self._trie(affixes, tuple(options))
             member_ids = [encoded[i] for i in members]
             if self.scorer.supported:
                 block = self.scorer.score(member_ids, trie, reuse_prefix=self.reuse_prefix)
@@ -154,12 +163,15 @@ class LocalBackend(Backend):
 
     def option_token_ids(self, options: Sequence[str], *, prompt: Chat) -> list[list[int]]:
         """The tokens scored for each option after ``prompt``: its text and the answer's end marker."""
-        lead = self.format.answer_lead(self.format.text(prompt))
-        return [self.format.answer_ids(option, lead=lead) for option in options]
+        affixes = self.format.affixes(self.format.text(prompt))
+        return [self.format.answer_ids(option, affixes) for option in options]
 
     @torch.inference_mode()
-    def _generate_batch(self, batch: list[list[int]], options: GenerateOptions) -> list[tuple[str, int, str]]:
+    def _generate_batch(
+        self, batch: list[list[int]], options: GenerateOptions, affixes: AnswerAffixes
+    ) -> list[tuple[str, int, str]]:
         device = self.model.device
+        stops = tuple(options.stop) if self.format.chat else (*options.stop, affixes.end)
         width = max(len(ids) for ids in batch)
         input_ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
         attention = torch.zeros(len(batch), width, dtype=torch.long)
@@ -175,7 +187,7 @@ class LocalBackend(Backend):
             top_k=None,
             eos_token_id=sorted(self._stop_ids),
             pad_token_id=self._pad_id,
-            stop_strings=list(options.stop) or None,
+            stop_strings=list(stops) or None,
         )
         if sampling:
             torch.manual_seed(options.seed)
@@ -192,21 +204,21 @@ class LocalBackend(Backend):
             if n_out is None:  # finished by a stop string (then padded) or by the length limit
                 n_out = next((i for i, t in enumerate(row) if t == self._pad_id), len(row))
             text = self.tokenizer.decode(row[:n_out], skip_special_tokens=True)
-            cut = min((text.find(s) for s in options.stop if s in text), default=-1)
+            if not self.format.chat:
+                text = text.removeprefix(affixes.lead)
+            cut = min((text.find(s) for s in stops if s in text), default=-1)
             if cut >= 0:
                 text, ended = text[:cut], True
-            if not self.format.chat:
-                text = text.removeprefix(" ")  # the space that separates a plain-text answer (answer_lead)
             finish = "stop" if ended or n_out < options.max_new_tokens else "length"
             results.append((text, n_out, finish))
         return results
 
-    def _trie(self, lead: str, options: tuple[str, ...]) -> tuple[OptionTrie, list[list[int]]]:
-        key = (lead, options)
+    def _trie(self, affixes: AnswerAffixes, options: tuple[str, ...]) -> tuple[OptionTrie, list[list[int]]]:
+        key = (affixes, options)
         if key not in self._tries:
             if len(self._tries) >= 8:
                 self._tries.pop(next(iter(self._tries)))
-            option_ids = [self.format.answer_ids(option, lead=lead) for option in options]
+            option_ids = [self.format.answer_ids(option, affixes) for option in options]
             self._tries[key] = (OptionTrie.build(option_ids), option_ids)
         return self._tries[key]
 
@@ -216,7 +228,7 @@ class LocalBackend(Backend):
         configured = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
         ids.update(configured if isinstance(configured, list) else [configured])
         if self.format.chat:
-            marker = self.tokenizer(self.format.answer_end, add_special_tokens=False)["input_ids"]
+            marker = self.tokenizer(self.format.affixes("").end, add_special_tokens=False)["input_ids"]
             if len(marker) == 1:
                 ids.add(marker[0])
         return {i for i in ids if i is not None}

@@ -29,7 +29,6 @@ from transformers import DynamicCache
 
 _SUPPORTED_LAYER_TYPES = {"full_attention", "sliding_attention"}
 
-
 @dataclass(frozen=True)
 class OptionTrie:
     """Options as a token trie, flattened into the index arrays the scoring pass needs."""
@@ -115,13 +114,19 @@ class PrefixTrieScorer:
         self._window = getattr(config, "sliding_window", None)
         if self._layer_types is None and self._window and getattr(config, "use_sliding_window", True):
             self._layer_types = ["sliding_attention"] * config.num_hidden_layers  # Mistral-style: every layer
-        self._bool_masks = getattr(config, "_attn_implementation", "sdpa") == "sdpa"
+        self._attention = getattr(config, "_attn_implementation", None) or "sdpa"
+        self._bool_masks = self._attention == "sdpa"
         self._prefix: _PrefixCache | None = None
 
     @property
     def supported(self) -> bool:
-        """Whether this model's attention can be described by the trie mask."""
-        return self._layer_types is None or set(self._layer_types) <= _SUPPORTED_LAYER_TYPES
+        """Whether this model takes the trie's 4-D masks: SDPA or eager attention, known layer kinds.
+
+        Flash-attention kernels ignore arbitrary masks; recurrent or chunked layers are not
+        described by one.
+        """
+        layers_ok = self._layer_types is None or set(self._layer_types) <= _SUPPORTED_LAYER_TYPES
+        return layers_ok and self._attention in ("sdpa", "eager")
 
     def forget_prefix(self) -> None:
         self._prefix = None
@@ -139,6 +144,7 @@ class PrefixTrieScorer:
 
         n_nodes = trie.n_nodes
         node_tokens = trie.node_tokens.to(device)
+        source_rows, option_tokens = trie.source_rows.to(device), trie.tokens.to(device)
         rows_needed = 1 + n_nodes
         per_row_logits = rows_needed * self._vocab * 4
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
@@ -158,11 +164,10 @@ class PrefixTrieScorer:
             start += len(batch)
             suffixes = [prompts[i][shared:] for i in batch]
             logits = self._score_rows(past, shared, suffixes, trie, node_tokens)
-            for row, index in enumerate(batch):
+            for row, index in enumerate(batch):  # one row at a time: fp32 logits of a batch can be GBs
                 row_logits = logits[row].float()
                 log_norm = torch.logsumexp(row_logits, dim=-1)
-                rows = trie.source_rows.to(device)
-                picked = row_logits[rows, trie.tokens.to(device)] - log_norm[rows]
+                picked = row_logits[source_rows, option_tokens] - log_norm[source_rows]
                 out[index].index_add_(0, trie.owners, picked.double().cpu())
         return out
 
@@ -204,9 +209,8 @@ class PrefixTrieScorer:
         # A padding position attends only to itself: a fully masked row would give NaN states,
         # and a NaN value poisons even the rows that give it zero weight.
         allowed[pad_rows[0], pad_rows[1], shared + pad_rows[1]] = True
-
         key_positions = torch.cat([torch.arange(shared, device=device).expand(batch, -1), positions], 1)
-        keep = torch.arange(width - 1, q_len, device=device)
+        keep = torch.arange(width - 1, q_len, device=device)  # the last suffix position, then every node
         logits, _ = self._forward(past, input_ids, positions, allowed, key_positions, keep)
         return logits
 

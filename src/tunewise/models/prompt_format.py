@@ -1,21 +1,37 @@
-"""How a chat becomes the token ids a local model reads, and how an answer is ended.
+"""How a chat becomes the text a local model reads, and where its answer begins and ends.
 
 Instruct models: the model's own chat template, with the generation prompt, so the next tokens
-are the assistant's answer. An option is scored as the complete answer: its text followed by
-the template's end-of-turn marker (``<|im_end|>`` for SmolLM2). Without the marker, "cancel"
-would always score at least as high as "cancel_reservation" (a real CLINC150 pair), since a
-prefix can only be more likely than its extensions.
+are the assistant's answer. An answer ends with the template's end-of-turn marker
+(``<|im_end|>`` for SmolLM2), and an option is scored as a complete answer, marker included.
+Without the marker, "cancel" would always score at least as high as "cancel_reservation" (a
+real CLINC150 pair), since a prefix can only be more likely than its extensions.
 
-Base models: plain text, the messages' contents joined by blank lines. An answer follows after
-a space (unless the prompt already ends in whitespace, e.g. "Intent:" -> " cancel") and is ended
-by a newline.
+Base models read plain text: the messages' contents as paragraphs (separated by a blank line).
+Two styles, told apart by the last character:
+
+- completion, the text ends with ":" ("...Intent:"): the answer follows after a space and ends
+  at the end of the line (" cancel\\n");
+- paragraphs (anything else, e.g. the arms' system / user layout): the answer is the next
+  paragraph, so the text gets a blank line and the answer ends with one ("cancel\\n\\n"), as
+  few-shot answers in the same text do.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from tunewise.models.base import Chat
 
 _SENTINEL = "\x00tunewise-answer\x00"
+PARAGRAPH = "\n\n"
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerAffixes:
+    """What goes around an answer's text: ``lead`` before it, ``end`` after it."""
+
+    lead: str
+    end: str
 
 
 class PromptFormat:
@@ -24,13 +40,15 @@ class PromptFormat:
     def __init__(self, tokenizer, *, chat: bool):
         self.tokenizer = tokenizer
         self.chat = chat
-        self.answer_end = self._instruct_answer_end() if chat else "\n"
+        self._turn_end = self._instruct_turn_end() if chat else None
 
     def text(self, prompt: Chat) -> str:
-        if not self.chat:
-            return "\n\n".join(message.content for message in prompt)
-        messages = [{"role": m.role, "content": m.content} for m in prompt]
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        """The prompt as the model reads it; the answer's first token comes next."""
+        if self.chat:
+            messages = [{"role": m.role, "content": m.content} for m in prompt]
+            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        text = PARAGRAPH.join(message.content for message in prompt)
+        return text if text.endswith(":") else text.rstrip() + PARAGRAPH
 
     def tokenize(self, text: str) -> list[int]:
         # A chat template writes its own special tokens (BOS included where the model wants one);
@@ -40,17 +58,19 @@ class PromptFormat:
     def ids(self, prompt: Chat) -> list[int]:
         return self.tokenize(self.text(prompt))
 
-    def answer_lead(self, prompt_text: str) -> str:
-        """What separates a prompt rendered as ``prompt_text`` from its answer."""
-        if self.chat or not prompt_text or prompt_text[-1].isspace():
-            return ""
-        return " "
+    def affixes(self, prompt_text: str) -> AnswerAffixes:
+        """How an answer to a prompt rendered as ``prompt_text`` starts and ends."""
+        if self.chat:
+            return AnswerAffixes("", self._turn_end or "")
+        if prompt_text.endswith(":"):
+            return AnswerAffixes(" ", "\n")
+        return AnswerAffixes("", PARAGRAPH)
 
-    def answer_ids(self, option: str, *, lead: str = "") -> list[int]:
-        """Tokens of ``option`` as a complete answer, after ``lead`` (see answer_lead)."""
-        return self.tokenizer(lead + option + self.answer_end, add_special_tokens=False)["input_ids"]
+    def answer_ids(self, option: str, affixes: AnswerAffixes) -> list[int]:
+        """Tokens of ``option`` as a complete answer."""
+        return self.tokenizer(affixes.lead + option + affixes.end, add_special_tokens=False)["input_ids"]
 
-    def _instruct_answer_end(self) -> str:
+    def _instruct_turn_end(self) -> str:
         """What the template writes after an assistant message, e.g. "<|im_end|>"."""
         probe = [{"role": "user", "content": "hi"}]
         try:

@@ -1,4 +1,5 @@
-"""The Store API: record tasks, runs, arms, predictions and artifacts; read them back.
+"""The Store API: record tasks, runs, arms, predictions and artifacts; read them back;
+keep the model-call and embedding caches.
 
 One ``Store`` wraps one database (SQLite file or PostgreSQL). Every method is one short
 transaction on a connection of its own from the pool, so threads may share a Store and
@@ -15,17 +16,22 @@ A bake-off's life in the store::
     store.add_predictions(arm_id, rows)            # PredictionRow(split, index, sha256_text(input), ...), in batches
     store.finish_arm(arm_id, {"accuracy": 0.81})
     store.finish_run(run_id, summary={...})        # or status="failed", error="..."
+
+The caches outlive runs: ``cached_calls`` / ``cache_calls`` keep model answers with what the
+original call measured; ``cached_embeddings`` / ``cache_embeddings`` keep embedding vectors.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, Insert, func, insert, select, update
+import numpy as np
+from sqlalchemy import Engine, Insert, Table, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -35,8 +41,18 @@ from tunewise.store.digests import path_digest, sha256_json
 from tunewise.store.location import masked, store_url
 from tunewise.store.migrate import upgrade
 from tunewise.store.provenance import card_document, card_hash, environment
-from tunewise.store.records import ArmSummary, ArtifactRecord, PredictionRow, RunDetail, RunSummary
-from tunewise.store.schema import Arm, Artifact, Prediction, Run, Status, Task, utcnow
+from tunewise.store.records import ArmSummary, ArtifactRecord, CachedCall, PredictionRow, RunDetail, RunSummary
+from tunewise.store.schema import (
+    Arm,
+    Artifact,
+    CallCache,
+    EmbeddingCache,
+    Prediction,
+    Run,
+    Status,
+    Task,
+    utcnow,
+)
 from tunewise.store.values import canonical_json
 from tunewise.task.card import TaskCard
 
@@ -45,6 +61,14 @@ from tunewise.task.card import TaskCard
 _PREDICTION_BATCH = 5000
 _PREDICTION_KEY = ["arm_id", "split", "example_index"]
 _PREDICTIONS = Prediction.metadata.tables["predictions"]  # the Table, for Core bulk inserts
+_CALL_CACHE = CallCache.metadata.tables["call_cache"]
+_EMBEDDING_CACHE = EmbeddingCache.metadata.tables["embedding_cache"]
+# Keys per ``IN (...)`` look-up: well under SQLite's bound-parameter limit (32,766 since 3.32,
+# 999 before) and PostgreSQL's 65,535, so any number of keys works, a chunk at a time.
+_KEYS_PER_QUERY = 900
+_CACHE_BATCH = 1000  # cache rows per INSERT round
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_VECTOR_DTYPE = np.dtype("<f4")  # float32, little-endian: the same bytes on every machine
 _FINAL = (Status.finished, Status.failed, Status.interrupted)
 
 
@@ -159,7 +183,7 @@ class Store:
             # Counting before and after, because executemany's rowcount is not reliable on
             # every driver (psycopg reports 0), and RETURNING made the insert 2-4x slower.
             before = _prediction_count(session, arm_id)
-            statement = self._insert_skipping_duplicates()
+            statement = self._insert_skipping_duplicates(_PREDICTIONS, _PREDICTION_KEY)
             connection = session.connection()
             for start in range(0, len(values), _PREDICTION_BATCH):
                 connection.execute(statement, values[start : start + _PREDICTION_BATCH])
@@ -355,6 +379,46 @@ class Store:
             artifacts=[_artifact_record(artifact) for artifact in artifacts],
         )
 
+    # -- caches ----------------------------------------------------------------------------
+
+    def cached_calls(self, keys: Sequence[str]) -> dict[str, CachedCall]:
+        """The cached calls among ``keys``, by key; keys not in the cache are left out."""
+        columns = [getattr(CallCache, name) for name in CachedCall.__dataclass_fields__]
+        found: dict[str, CachedCall] = {}
+        with self._session() as session:
+            for chunk in _chunks(list(dict.fromkeys(keys)), _KEYS_PER_QUERY):
+                for row in session.execute(select(*columns).where(CallCache.key.in_(chunk))):
+                    found[row.key] = CachedCall(*row)
+        return found
+
+    def cache_calls(self, entries: Iterable[CachedCall]) -> None:
+        """Keep calls in the cache. A key already cached keeps its first entry: the first
+        measurement is the one every re-run reports."""
+        now = utcnow()
+        values: dict[str, dict[str, Any]] = {}
+        for entry in entries:
+            values.setdefault(entry.key, _cached_call_values(entry, now))
+        self._insert_ignoring_conflicts(_CALL_CACHE, ["key"], list(values.values()))
+
+    def cached_embeddings(self, model: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        """The cached float32 vectors of ``model`` among the text ``hashes``, by hash."""
+        found: dict[str, np.ndarray] = {}
+        columns = (EmbeddingCache.text_sha256, EmbeddingCache.dim, EmbeddingCache.vector)
+        with self._session() as session:
+            for chunk in _chunks(list(dict.fromkeys(hashes)), _KEYS_PER_QUERY):
+                statement = select(*columns).where(EmbeddingCache.model == model, EmbeddingCache.text_sha256.in_(chunk))
+                for text_hash, dim, blob in session.execute(statement):
+                    vector = np.frombuffer(blob, dtype=_VECTOR_DTYPE)
+                    if vector.size == dim:  # a damaged row reads as a miss: the text is embedded again
+                        found[text_hash] = vector.astype(np.float32)  # native order, writable
+        return found
+
+    def cache_embeddings(self, model: str, vectors: Mapping[str, np.ndarray]) -> None:
+        """Keep ``model``'s vectors, by text sha256; a (model, hash) already cached is kept."""
+        now = utcnow()
+        rows = [_embedding_values(model, text_hash, vector, now) for text_hash, vector in vectors.items()]
+        self._insert_ignoring_conflicts(_EMBEDDING_CACHE, ["model", "text_sha256"], rows)
+
     # -- plumbing --------------------------------------------------------------------------
 
     @contextmanager
@@ -386,17 +450,27 @@ class Store:
             return found
         return task.id
 
-    def _insert_skipping_duplicates(self) -> Insert:
+    def _insert_skipping_duplicates(self, table: Table, key: list[str]) -> Insert:
         dialect = self.engine.dialect.name
         if dialect == "sqlite":
             from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-            return sqlite_insert(_PREDICTIONS).on_conflict_do_nothing(index_elements=_PREDICTION_KEY)
+            return sqlite_insert(table).on_conflict_do_nothing(index_elements=key)
         if dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 
-            return postgresql_insert(_PREDICTIONS).on_conflict_do_nothing(index_elements=_PREDICTION_KEY)
-        return insert(_PREDICTIONS)  # other databases: a duplicate raises instead
+            return postgresql_insert(table).on_conflict_do_nothing(index_elements=key)
+        return insert(table)  # other databases: a duplicate raises instead
+
+    def _insert_ignoring_conflicts(self, table: Table, key: list[str], rows: list[dict[str, Any]]) -> None:
+        """Insert ``rows`` in batches, in one transaction; rows whose key exists are skipped."""
+        if not rows:
+            return
+        statement = self._insert_skipping_duplicates(table, key)
+        with self._session(write=True) as session:
+            connection = session.connection()
+            for start in range(0, len(rows), _CACHE_BATCH):
+                connection.execute(statement, rows[start : start + _CACHE_BATCH])
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -453,6 +527,44 @@ def _prediction_values(arm_id: int, row: PredictionRow, now: Any) -> dict[str, A
         "error": row.error,
         "created_at": now,
     }
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _cached_call_values(entry: CachedCall, now: Any) -> dict[str, Any]:
+    if not _SHA256_HEX.match(entry.key):
+        raise StoreError(f"call cache key {entry.key[:80]!r} is not a sha256 hex digest",
+                         fix="key calls by hashlib.sha256(...).hexdigest() of what decides the answer")
+    for name in ("latency_s", "cost_usd"):
+        if not math.isfinite(getattr(entry, name)):
+            raise StoreError(f"call cache entry {entry.key[:12]}: {name} is {getattr(entry, name)}",
+                             fix="cache only calls whose latency and cost were measured")
+    return {
+        "key": entry.key,
+        "model_id": entry.model_id,
+        "output": entry.output,
+        "tokens_in": int(entry.tokens_in),
+        "tokens_out": int(entry.tokens_out),
+        "latency_s": float(entry.latency_s),
+        "cost_usd": float(entry.cost_usd),
+        "created_at": now,
+    }
+
+
+def _embedding_values(model: str, text_hash: str, vector: np.ndarray, now: Any) -> dict[str, Any]:
+    if not _SHA256_HEX.match(text_hash):
+        raise StoreError(f"embedding cache key {text_hash[:80]!r} is not a sha256 hex digest",
+                         fix="key vectors by sha256_text(text)")
+    array = np.asarray(vector)
+    if array.ndim != 1 or array.size == 0:
+        raise StoreError(f"embedding {text_hash[:12]} has shape {array.shape}, not one non-empty row",
+                         fix="cache one 1-d vector per text")
+    flat = np.ascontiguousarray(array, dtype=_VECTOR_DTYPE)
+    return {"model": model, "text_sha256": text_hash, "dim": int(flat.size), "vector": flat.tobytes(),
+            "created_at": now}
 
 
 def _arm_summary(arm: Arm, predictions: int, cost_usd: float) -> ArmSummary:

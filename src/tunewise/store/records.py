@@ -48,6 +48,26 @@ class PredictionRow(_ToDict):
 
 
 @dataclass(frozen=True, slots=True)
+class CachedCall(_ToDict):
+    """One model call kept in the call cache. Goes in and comes out as is.
+
+    ``key`` is a sha256 hex digest of everything that decides the answer (the caller builds
+    it); ``output`` is any JSON document the caller wants back (e.g. ``{"output": ...,
+    "raw": ..., "valid": ...}``). Tokens, latency and cost are the *original* call's, so a
+    cached re-run reports what the live call measured. ``created_at`` is set by the store.
+    """
+
+    key: str
+    model_id: str
+    output: Any
+    tokens_in: int
+    tokens_out: int
+    latency_s: float
+    cost_usd: float
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ArmSummary(_ToDict):
     """An arm of a run, with how many predictions it stored and what they cost in all."""
 

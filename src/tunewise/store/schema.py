@@ -4,7 +4,7 @@ These models are what the code queries; the numbered migrations in ``migrations/
 are what creates the tables. ``tests/test_store.py`` compares the two on SQLite and
 PostgreSQL, so a model changed without a migration (or the reverse) fails the tests.
 
-Adding a table (a model-call cache, knowledge chunks, adapters, a request log...):
+Adding a table (knowledge chunks, adapters, a request log...):
   1. add its model class below, on ``Base``;
   2. add ``migrations/versions/000N_<what>.py`` with ``revision = "000N"`` and
      ``down_revision`` the previous number (copy ``0001_initial.py`` for the shape);
@@ -37,6 +37,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -189,4 +190,36 @@ class Artifact(Base):
     content: Mapped[Any | None] = mapped_column(JSONDocument)
     sha256: Mapped[str] = mapped_column(String(64))
     bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CallCache(Base):
+    """One model call's answer, keyed by a digest of everything that decides it (the caller
+    builds the key: model id, prompt, options...). A re-run finds its calls here and costs
+    nearly nothing, yet reports what the original call measured: the latency and cost
+    columns are the first call's, so a cached bake-off shows the same numbers as a live one."""
+
+    __tablename__ = "call_cache"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 hex
+    model_id: Mapped[str] = mapped_column(String(500), index=True)  # to find (and drop) one model's entries
+    output: Mapped[Any] = mapped_column(JSONDocument)  # whatever the caller stored: output, raw, valid...
+    tokens_in: Mapped[int] = mapped_column(Integer)
+    tokens_out: Mapped[int] = mapped_column(Integer)
+    latency_s: Mapped[float] = mapped_column(Double)
+    cost_usd: Mapped[float] = mapped_column(Double)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class EmbeddingCache(Base):
+    """One text's embedding under one embedding model: float32, little-endian, ``dim`` of them.
+    Keyed by the model id (name + weights fingerprint + precision) so new weights never reuse
+    old vectors, and by the text's sha256 so the text itself is not stored."""
+
+    __tablename__ = "embedding_cache"
+
+    model: Mapped[str] = mapped_column(String(500), primary_key=True)
+    text_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dim: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,1 @@
+"""Model backends: local transformers models, OpenAI-compatible endpoints, and the catalog."""
