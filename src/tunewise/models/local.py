@@ -99,15 +99,15 @@ class LocalBackend(Backend):
         """Greedy by default. ``json_mode`` is not enforced here: the arms validate what comes back.
 
         An instruct model stops at its end-of-turn token; a base model at the end of an answer
-        as prompt_format defines it (a newline after "...:", else a blank line).
+        as prompt_format defines it (the end of the line after one message, else a blank line).
         """
         options = options or GenerateOptions()
         texts = [self.format.text(p) for p in prompts]
         encoded = [self.format.tokenize(t) for t in texts]
         results: list[Generation | None] = [None] * len(prompts)
         groups: dict[AnswerAffixes, list[int]] = {}  # a batch shares its stop markers
-        for i, text in enumerate(texts):
-            groups.setdefault(self.format.affixes(text), []).append(i)
+        for i, prompt in enumerate(prompts):
+            groups.setdefault(self.format.affixes(prompt), []).append(i)
         for affixes, members in groups.items():
             order = sorted(members, key=lambda i: len(encoded[i]))  # similar lengths: less padding
             for start in range(0, len(order), self.max_batch_size):
@@ -128,11 +128,11 @@ class LocalBackend(Backend):
         encoded = [self.format.tokenize(t) for t in texts]
         self._drop_caches_if_weights_changed()
         scores = torch.zeros(len(prompts), len(options), dtype=torch.float64)
-        # A base model's answer starts and ends differently after "...Intent:" than after a
-        # paragraph (see prompt_format), so option tokens differ: one trie per kind of prompt.
+        # A base model's answer starts and ends differently after a text to continue than after
+        # paragraphs (see prompt_format), so option tokens differ: one trie per kind of prompt.
         groups: dict[AnswerAffixes, list[int]] = {}
-        for i, text in enumerate(texts):
-            groups.setdefault(self.format.affixes(text), []).append(i)
+        for i, prompt in enumerate(prompts):
+            groups.setdefault(self.format.affixes(prompt), []).append(i)
         for affixes, members in groups.items():
             trie, option_ids = self._trie(affixes, tuple(options))
             member_ids = [encoded[i] for i in members]
@@ -163,7 +163,7 @@ class LocalBackend(Backend):
 
     def option_token_ids(self, options: Sequence[str], *, prompt: Chat) -> list[list[int]]:
         """The tokens scored for each option after ``prompt``: its text and the answer's end marker."""
-        affixes = self.format.affixes(self.format.text(prompt))
+        affixes = self.format.affixes(prompt)
         return [self.format.answer_ids(option, affixes) for option in options]
 
     @torch.inference_mode()
@@ -228,7 +228,7 @@ class LocalBackend(Backend):
         configured = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
         ids.update(configured if isinstance(configured, list) else [configured])
         if self.format.chat:
-            marker = self.tokenizer(self.format.affixes("").end, add_special_tokens=False)["input_ids"]
+            marker = self.tokenizer(self.format.affixes(()).end, add_special_tokens=False)["input_ids"]
             if len(marker) == 1:
                 ids.add(marker[0])
         return {i for i in ids if i is not None}

@@ -15,8 +15,16 @@ naively runs 151 x 675 tokens per example. Here, per call:
    what each token would have in the plain sequence (prompt + option), so RoPE and sliding
    windows see exactly what a full forward pass would; the tests compare against one.
 
-Models whose layers this mask cannot describe (recurrent or chunked-attention hybrids) are
-scored by ``score_naive``: one plain forward pass per (prompt, option), right-padded.
+Measured on CLINC150 with SmolLM2-135M (fp32, one thread of a busy 2-core machine): 3.2 s per
+example, against 5.2 s without the shared prefix and 18 s for each example's own cache followed
+by all 151 options as a batch; all three chose the same labels, scores within 1e-4. What is left
+is the trie's ~440 tokens per example through every MLP, which exactness requires. (A custom
+attention that reads the prefix once and skips the mask's empty trie block halved attention
+time but moved the total by less than the machine's noise, so plain SDPA stayed.)
+
+Models whose layers this mask cannot describe (recurrent or chunked-attention hybrids), or whose
+attention kernel ignores 4-D masks (flash-attention), are scored by ``score_naive``: one plain
+forward pass per (prompt, option), right-padded.
 """
 
 from __future__ import annotations

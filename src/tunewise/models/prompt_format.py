@@ -6,14 +6,14 @@ are the assistant's answer. An answer ends with the template's end-of-turn marke
 Without the marker, "cancel" would always score at least as high as "cancel_reservation" (a
 real CLINC150 pair), since a prefix can only be more likely than its extensions.
 
-Base models read plain text: the messages' contents as paragraphs (separated by a blank line).
-Two styles, told apart by the last character:
+Base models read plain text, in one of two styles:
 
-- completion, the text ends with ":" ("...Intent:"): the answer follows after a space and ends
-  at the end of the line (" cancel\\n");
-- paragraphs (anything else, e.g. the arms' system / user layout): the answer is the next
-  paragraph, so the text gets a blank line and the answer ends with one ("cancel\\n\\n"), as
-  few-shot answers in the same text do.
+- one message: a text to continue ("The capital of France is", "...Intent:"). The answer
+  follows after a space (none if the text ends in whitespace) and ends at the end of the line:
+  " cancel\n";
+- several messages (the arms' system / user / few-shot layout): the contents are paragraphs,
+  separated by a blank line, and the answer is the next paragraph: the text gets a blank line
+  and the answer ends with one ("cancel\n\n"), as the few-shot answers before it do.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class PromptFormat:
             messages = [{"role": m.role, "content": m.content} for m in prompt]
             return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         text = PARAGRAPH.join(message.content for message in prompt)
-        return text if text.endswith(":") else text.rstrip() + PARAGRAPH
+        return text.rstrip() + PARAGRAPH if len(prompt) > 1 else text
 
     def tokenize(self, text: str) -> list[int]:
         # A chat template writes its own special tokens (BOS included where the model wants one);
@@ -58,13 +58,14 @@ class PromptFormat:
     def ids(self, prompt: Chat) -> list[int]:
         return self.tokenize(self.text(prompt))
 
-    def affixes(self, prompt_text: str) -> AnswerAffixes:
-        """How an answer to a prompt rendered as ``prompt_text`` starts and ends."""
+    def affixes(self, prompt: Chat) -> AnswerAffixes:
+        """How an answer to ``prompt`` starts and ends."""
         if self.chat:
             return AnswerAffixes("", self._turn_end or "")
-        if prompt_text.endswith(":"):
-            return AnswerAffixes(" ", "\n")
-        return AnswerAffixes("", PARAGRAPH)
+        if len(prompt) > 1:
+            return AnswerAffixes("", PARAGRAPH)
+        text = prompt[0].content if prompt else ""
+        return AnswerAffixes(" " if text and not text[-1].isspace() else "", "\n")
 
     def answer_ids(self, option: str, affixes: AnswerAffixes) -> list[int]:
         """Tokens of ``option`` as a complete answer."""
