@@ -108,3 +108,23 @@ def postgres_url(postgres_service) -> str:
     url = postgres_service.create_database()
     yield url
     postgres_service.drop_database(url)
+
+
+# -- the run store on both backends ---------------------------------------------------------
+# Tests that take `store` run twice: on a SQLite file and on a fresh PostgreSQL database.
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url_for_backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL of an empty database: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store' / 'runs.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def store(store_url_for_backend: str):
+    from tunewise.store import open_store
+
+    with open_store(store_url_for_backend) as opened:
+        yield opened

@@ -3,31 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 from sqlalchemy import event
 
 from tunewise.errors import StoreError
-from tunewise.store import Store, open_store, sha256_text
+from tunewise.store import Store, sha256_text
 from tunewise.store.records import CachedCall
 
 MODEL = "all-minilm-l6-v2@53aa51172d14/fp32"
-
-
-# The same two fixtures as tests/test_store.py: every test here runs on SQLite and PostgreSQL.
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url_for_backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store' / 'runs.db'}"
-    return request.getfixturevalue("postgres_url")
-
-
-@pytest.fixture
-def store(store_url_for_backend: str):
-    with open_store(store_url_for_backend) as opened:
-        yield opened
 
 
 def key(n: int) -> str:

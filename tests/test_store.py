@@ -13,7 +13,6 @@ import socket
 import sqlite3
 import sys
 import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -45,20 +44,6 @@ data:
 # The newest numbered migration file: the head every fresh store must reach.
 MIGRATION_FILES = sorted((Path(__file__).parents[1] / "src/tunewise/store/migrations/versions").glob("[0-9]*.py"))
 LATEST_MIGRATION = MIGRATION_FILES[-1].name[:4]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url_for_backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A URL of an empty database: a SQLite file, or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store' / 'runs.db'}"
-    return request.getfixturevalue("postgres_url")
-
-
-@pytest.fixture
-def store(store_url_for_backend: str):
-    with open_store(store_url_for_backend) as opened:
-        yield opened
 
 
 @pytest.fixture
