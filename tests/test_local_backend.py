@@ -488,11 +488,15 @@ def test_smollm2_from_the_catalog(bundled_home, monkeypatch, shared_datasets):
 def test_gemma3_base_from_the_catalog(bundled_home, monkeypatch):
     backend = _timed_pull_and_load("gemma3-270m", bundled_home, monkeypatch)
     assert backend.kind == "base"
-    text = backend.generate(
-        [(Message("user", "The capital of France is"),)], GenerateOptions(max_new_tokens=8, stop=("\n",))
-    )[0].text
-    print("gemma3:", text)
-    assert "Paris" in text
+    continued, answered = backend.generate(
+        [
+            (Message("user", "The Eiffel Tower is in the city of"),),
+            (Message("user", "Q: What is the capital of Germany?\nA: Berlin\nQ: What is the capital of France?\nA:"),),
+        ],
+        GenerateOptions(max_new_tokens=8),
+    )
+    print("gemma3:", continued.text, "|", answered.text)
+    assert continued.text.startswith("Paris") and answered.text == "Paris"
     prompts = [(Message("user", f"Question: {q}\nAnswer:"),) for q in ("What color is the sky?", "What is 2 + 2?")]
     results = backend.score_options(prompts, ["blue", "four", "green"])
     assert [r.best for r in results] == [0, 1]
