@@ -19,13 +19,12 @@ import hashlib
 import importlib.util
 import os
 import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
-from urllib.parse import urlparse
 
 from tunewise.errors import TunewiseError
+from tunewise.hub import hub_endpoint, offline_requested, reachable
 
 if TYPE_CHECKING:
     import torch
@@ -187,28 +186,12 @@ def _load_from_hub(factory: type[SentenceTransformer], hub_id: str, device: str)
     try:
         return factory(hub_id, device=device, local_files_only=True)
     except OSError:
-        if _offline_requested():
+        if offline_requested():
             raise
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    if not _reachable(endpoint):
+    endpoint = hub_endpoint()
+    if not reachable(endpoint):
         raise OSError(f"{endpoint} is unreachable and the model is not in the local hub cache")
     return factory(hub_id, device=device)
-
-
-def _offline_requested() -> bool:
-    # Read at call time: huggingface_hub reads these once, when it is first imported.
-    flags = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    return any(os.environ.get(flag, "").lower() in ("1", "true", "yes", "on") for flag in flags)
-
-
-def _reachable(url: str, timeout_s: float = 3.0) -> bool:
-    parsed = urlparse(url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parsed.hostname or "", port), timeout=timeout_s):
-            return True
-    except (OSError, RuntimeError):  # RuntimeError: a test harness that blocks remote calls
-        return False
 
 
 def _hub_revision(hub_id: str) -> str | None:

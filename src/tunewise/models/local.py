@@ -9,18 +9,16 @@ carrying an equal share of its batch's time.
 from __future__ import annotations
 
 import gc
-import os
-import socket
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from tunewise.errors import TunewiseError
+from tunewise.hub import hub_endpoint, offline_requested, reachable
 from tunewise.models.base import Backend, Chat, Generation, GenerateOptions, OptionScores, Usage
 from tunewise.models.catalog import CATALOG, Kind, ResolvedModel, models_dir, resolve_model
 from tunewise.models.device import pick_device, pick_dtype
@@ -311,27 +309,12 @@ def _load_from_hub(resolved: ResolvedModel, dtype: torch.dtype):
     try:
         return _load_files(resolved.location, dtype, local_files_only=True, **options)
     except OSError:
-        if _offline_requested():
+        if offline_requested():
             raise
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    if not _reachable(endpoint):
+    endpoint = hub_endpoint()
+    if not reachable(endpoint):
         raise OSError(f"{endpoint} is unreachable and the model is not in the local hub cache")
     return _load_files(resolved.location, dtype, **options)
-
-
-def _offline_requested() -> bool:
-    # Read at call time: huggingface_hub reads these once, when it is first imported.
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
-def _reachable(url: str, timeout_s: float = 3.0) -> bool:
-    parsed = urlparse(url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parsed.hostname or "", port), timeout=timeout_s):
-            return True
-    except (OSError, RuntimeError):  # RuntimeError: a test harness that blocks remote calls
-        return False
 
 
 def _load_error(resolved: ResolvedModel, error: Exception) -> TunewiseError:
