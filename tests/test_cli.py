@@ -236,3 +236,18 @@ def test_bakeoff_embedding_classifier_end_to_end_then_from_the_cache():
     assert again["arms"][0]["estimate"] == arm["estimate"]
     code, out, _ = run("runs", "list", "--json")
     assert [r["kind"] for r in json.loads(out)] == ["bakeoff", "bakeoff"]
+
+
+def test_an_unexpected_error_is_still_one_line(monkeypatch: pytest.MonkeyPatch):
+    import tunewise.task
+
+    def broken(card):
+        raise ValueError("accelerate is required\nsecond line")
+
+    monkeypatch.setattr(tunewise.task, "check_task", broken)
+    code, out, err = run("check", str(TICKETS / "task.yaml"))
+    assert code == 3
+    assert err.strip() == ("error: unexpected ValueError: accelerate is required "
+                           "(run again with --debug for the traceback, and please report it)")
+    with pytest.raises(ValueError):
+        CliRunner().invoke(cli, ["--debug", "check", str(TICKETS / "task.yaml")], catch_exceptions=False)

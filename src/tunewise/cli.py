@@ -24,6 +24,15 @@ class _Group(click.Group):
                 raise
             click.secho(f"error: {error}", fg="red", err=True)
             ctx.exit(2)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, KeyboardInterrupt):
+            raise
+        except Exception as error:  # a bug or an environment problem: still one line, and the way to more
+            if ctx.meta.get("tunewise.debug"):
+                raise
+            first_line = (str(error).strip().splitlines() or [""])[0][:300]
+            click.secho(f"error: unexpected {type(error).__name__}: {first_line} "
+                        "(run again with --debug for the traceback, and please report it)", fg="red", err=True)
+            ctx.exit(3)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
