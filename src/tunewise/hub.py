@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
+from typing import TypeVar
 from urllib.parse import urlparse
+
+T = TypeVar("T")
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -34,3 +38,18 @@ def reachable(url: str, timeout_s: float = 3.0) -> bool:
             return True
     except (OSError, RuntimeError):  # RuntimeError: a test harness that blocks remote calls
         return False
+
+
+def cache_first(load: Callable[..., T]) -> T:
+    """``load(local_files_only=True)`` from the hub cache; only if that misses, and hub access
+    is allowed and reachable, ``load()`` from the hub. An unreachable hub fails in seconds
+    (OSError) instead of huggingface_hub's ~50 s of retries."""
+    try:
+        return load(local_files_only=True)
+    except OSError:
+        if offline_requested():
+            raise
+    endpoint = hub_endpoint()
+    if not reachable(endpoint):
+        raise OSError(f"{endpoint} is unreachable and the model is not in the local hub cache")
+    return load()

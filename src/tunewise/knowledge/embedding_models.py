@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from tunewise.errors import TunewiseError
-from tunewise.hub import hub_endpoint, offline_requested, reachable
+from tunewise.hub import cache_first
 
 if TYPE_CHECKING:
     import torch
@@ -182,16 +182,8 @@ def file_sha256(path: Path) -> str:
 
 
 def _load_from_hub(factory: type[SentenceTransformer], hub_id: str, device: str) -> SentenceTransformer:
-    """The hub cache first, then the hub: unreachable, huggingface_hub retries for ~50 s."""
-    try:
-        return factory(hub_id, device=device, local_files_only=True)
-    except OSError:
-        if offline_requested():
-            raise
-    endpoint = hub_endpoint()
-    if not reachable(endpoint):
-        raise OSError(f"{endpoint} is unreachable and the model is not in the local hub cache")
-    return factory(hub_id, device=device)
+    """The hub cache first, then the hub (see tunewise.hub.cache_first)."""
+    return cache_first(lambda **hub_options: factory(hub_id, device=device, **hub_options))
 
 
 def _hub_revision(hub_id: str) -> str | None:

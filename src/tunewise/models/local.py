@@ -18,7 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from tunewise.errors import TunewiseError
-from tunewise.hub import hub_endpoint, offline_requested, reachable
+from tunewise.hub import cache_first
 from tunewise.models.base import Backend, Chat, Generation, GenerateOptions, OptionScores, Usage
 from tunewise.models.catalog import CATALOG, Kind, ResolvedModel, models_dir, resolve_model
 from tunewise.models.device import pick_device, pick_dtype
@@ -304,17 +304,9 @@ def _load_files(location: str, dtype: torch.dtype, **hub_options):
 
 
 def _load_from_hub(resolved: ResolvedModel, dtype: torch.dtype):
-    """The hub cache first, then the hub: unreachable, huggingface_hub retries for ~50 s."""
+    """The hub cache first, then the hub (see tunewise.hub.cache_first)."""
     options = {"cache_dir": resolved.hub_cache_dir} if resolved.hub_cache_dir else {}
-    try:
-        return _load_files(resolved.location, dtype, local_files_only=True, **options)
-    except OSError:
-        if offline_requested():
-            raise
-    endpoint = hub_endpoint()
-    if not reachable(endpoint):
-        raise OSError(f"{endpoint} is unreachable and the model is not in the local hub cache")
-    return _load_files(resolved.location, dtype, **options)
+    return cache_first(lambda **hub_options: _load_files(resolved.location, dtype, **options, **hub_options))
 
 
 def _load_error(resolved: ResolvedModel, error: Exception) -> TunewiseError:
