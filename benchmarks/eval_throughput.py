@@ -71,7 +71,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="small N (24 for tunewise, 2 for the generate loop, a partial label check "
                         "instead of the full naive loop, no lm-eval, fp32 only): about a minute on an idle "
                         "2-core machine")
-    p.add_argument("--limit", type=int, help="test examples for tunewise, per arm (default 300; quick 24)")
+    p.add_argument("--limit", type=int, help="test examples for tunewise, per arm (default 300; quick 8)")
     p.add_argument("--plain-limit", type=int,
                    help="at most this many examples for the plain generate loop (default: time-boxed)")
     p.add_argument("--plain-seconds", type=float, default=150.0,
@@ -89,9 +89,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, help="torch threads for every peer (default: torch's, one per core)")
     p.add_argument("--json", type=Path, help="also write every figure here")
     args = p.parse_args(argv)
-    args.limit = args.limit if args.limit is not None else (24 if args.quick else 300)
+    # --quick must finish in under 2 minutes on 2 shared cores: one batch per arm, one plain
+    # example, a 4-label exactness check.
+    args.limit = args.limit if args.limit is not None else (8 if args.quick else 300)
     if args.quick:
-        args.plain_limit = 2 if args.plain_limit is None else args.plain_limit
+        args.plain_limit = 1 if args.plain_limit is None else args.plain_limit
+        args.naive_labels = min(args.naive_labels, 4)
     args.naive_limit = args.naive_limit if args.naive_limit is not None else (0 if args.quick else 2)
     args.lmeval_limit = args.lmeval_limit if args.lmeval_limit is not None else (0 if args.quick else args.naive_limit)
     args.dtype = [d.strip() for d in (args.dtype or ("fp32" if args.quick else "fp32,bf16")).split(",") if d.strip()]
