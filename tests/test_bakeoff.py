@@ -184,6 +184,20 @@ def test_a_spent_budget_skips_the_remaining_arms(tmp_path: Path):
     assert later.status == "skipped" and "budget" in later.reason
 
 
+def test_an_arm_forecast_to_overrun_the_budget_is_skipped_with_its_forecast(tmp_path: Path):
+    card = write_task(tmp_path)
+
+    class Heavy(RuleArm):
+        def estimated_seconds(self, dataset, n_examples):
+            return 600.0 + n_examples  # e.g. a fine-tune
+
+    with open_store(f"sqlite:///{tmp_path / 'runs.db'}") as store:
+        result = run(card, [Heavy(name="heavy"), RuleArm(name="cheap")], store, budget_s=120)
+    heavy, cheap = result.arms
+    assert heavy.status == "skipped" and "needs about 10.5 min" in heavy.reason and "raise --budget" in heavy.reason
+    assert cheap.status == "finished" and cheap.n == 30
+
+
 def test_observer_hears_progress(tmp_path: Path):
     card = write_task(tmp_path)
     seen = []

@@ -81,6 +81,12 @@ class Arm(ABC):
         """None when the arm applies to this task; otherwise the reason it is skipped."""
         return None
 
+    def estimated_seconds(self, dataset: Dataset, n_examples: int) -> float | None:
+        """A rough forecast of the wall seconds to prepare and answer ``n_examples`` (None: no
+        idea, or cheap). The bake-off skips the arm, saying why, when the forecast exceeds what
+        is left of its time budget, instead of starting a training run it must cut short."""
+        return None
+
     @abstractmethod
     def prepare(self, context: ArmContext) -> Candidate:
         """Fit, pick examples or train, within ``context.budget``."""

@@ -156,8 +156,13 @@ def _run_arm(
     seed: int,
 ) -> ArmResult:
     reason = arm.applies(dataset)
-    if reason is None and remaining_s is not None and remaining_s <= 0:
-        reason = "the time budget was spent before this arm's turn (raise --budget)"
+    if reason is None and remaining_s is not None:
+        forecast = arm.estimated_seconds(dataset, len(examples))
+        if remaining_s <= 0:
+            reason = "the time budget was spent before this arm's turn (raise --budget)"
+        elif forecast is not None and forecast > remaining_s:
+            reason = (f"needs about {_minutes(forecast)} but {_minutes(remaining_s)} of the time budget is left "
+                      f"(raise --budget or lower --limit)")
     if reason is not None:
         return ArmResult.skipped(arm.name, reason)
 
@@ -192,6 +197,10 @@ def _run_arm(
                        wall_s=time.monotonic() - arm_started, model_id=cache.model_ids.get(arm.name))
     store.finish_arm(arm_id, result.to_metrics(), Status.interrupted if stopped else Status.finished)
     return result
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 def _predict_all(arm, candidate, todo, examples, store, arm_id, metric, cache, observer, *, deadline) -> str | None:
