@@ -128,3 +128,17 @@ def store(store_url_for_backend: str):
 
     with open_store(store_url_for_backend) as opened:
         yield opened
+
+
+# -- tiny real models --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    """A folder holding a 2-layer random Llama and its tokenizer (see tests/tiny_models.py)."""
+    from tiny_models import write_llama, write_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    write_tokenizer(folder)
+    write_llama(folder)
+    return folder

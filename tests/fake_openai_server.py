@@ -177,7 +177,7 @@ class FakeOpenAIServer:
                 # client's delayed ACK add ~40 ms to every response and slow the suite down.
                 self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - silence stderr
+            def log_message(self, format: str, *args: object) -> None:
                 pass
 
             def _send(self, code: int, payload: bytes, content_type: str, headers: dict[str, str]) -> None:
@@ -192,7 +192,7 @@ class FakeOpenAIServer:
             def _send_json(self, code: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
                 self._send(code, json.dumps(body).encode(), "application/json", headers or {})
 
-            def do_POST(self) -> None:  # noqa: N802 - the http.server naming
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 raw = self.rfile.read(length)
                 try:

@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from tunewise.arms.base import Arm, ArmContext, Candidate, Prediction
-from tunewise.bakeoff import BakeoffOptions, Observer, plan_arms, run_bakeoff, select_examples
+from tunewise.bakeoff import (
+    BakeoffOptions,
+    Observer,
+    plan_arms,
+    run_bakeoff,
+    select_examples,
+)
 from tunewise.models.base import Usage
 from tunewise.store import open_store
 from tunewise.task import load_card

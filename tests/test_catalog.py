@@ -19,7 +19,13 @@ import pytest
 
 from tunewise.errors import TunewiseError
 from tunewise.models import catalog, gguf_cache
-from tunewise.models.catalog import CatalogModel, install_command, list_models, pull, resolve_model
+from tunewise.models.catalog import (
+    CatalogModel,
+    install_command,
+    list_models,
+    pull,
+    resolve_model,
+)
 from tunewise.models.gguf_cache import GgufPart, GgufSource
 
 

@@ -16,17 +16,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import (
-    Gemma3ForCausalLM,
-    Gemma3TextConfig,
-    LlamaConfig,
-    LlamaForCausalLM,
-    MistralConfig,
-    MistralForCausalLM,
-    PreTrainedTokenizerFast,
-    Qwen3Config,
-    Qwen3ForCausalLM,
+from tiny_models import (
+    INPUTS,
+    INSTRUCTION,
+    LABELS,
+    write_gemma3,
+    write_mistral,
+    write_qwen3,
+    write_tokenizer,
 )
 
 from tunewise.errors import TunewiseError
@@ -36,82 +33,6 @@ from tunewise.models.catalog import CatalogModel, resolve_model
 from tunewise.models.gguf_cache import GgufPart, GgufSource
 from tunewise.models.local import LocalBackend
 from tunewise.models.option_scoring import OptionTrie, score_naive
-
-CHATML = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-LABELS = ["cancel", "cancel_reservation", "book_flight", "book_hotel", "weather", "translate", "oos"]
-INSTRUCTION = (
-    "Classify the intent of the message. Answer with one label from this list: " + ", ".join(LABELS) + "."
-)
-INPUTS = [
-    "cancel my reservation please",
-    "book a flight to paris",
-    "what is the weather today in the city",
-    "translate hello",
-    "hi",
-]
-
-
-def _tokenizer(folder: Path) -> None:
-    corpus = [INSTRUCTION, *INPUTS, "the intent of a message is a label", "paris is in france"] * 10
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(
-        corpus,
-        trainers.BpeTrainer(
-            vocab_size=320,
-            special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        ),
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>"
-    )
-    fast.chat_template = CHATML
-    fast.save_pretrained(folder)
-
-
-def _llama(folder: Path) -> None:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=320,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        initializer_range=0.3,  # peaked distributions: greedy decoding without near-ties
-        tie_word_embeddings=True,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-
-
-def _gemma3(folder: Path) -> None:
-    torch.manual_seed(1)
-    config = Gemma3TextConfig(
-        vocab_size=320,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=32,
-        sliding_window=6,  # far shorter than the prompts: the windowed masks must be right
-        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
-        max_position_embeddings=512,
-        initializer_range=0.3,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
-    Gemma3ForCausalLM(config).save_pretrained(folder)
 
 
 @pytest.fixture(autouse=True)
@@ -125,48 +46,6 @@ def _one_thread_for_tiny_models(request):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def _qwen3(folder: Path) -> None:
-    torch.manual_seed(2)
-    config = Qwen3Config(
-        vocab_size=320,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        use_sliding_window=True,
-        sliding_window=6,
-        max_window_layers=1,  # layer 0 full, layers 1-2 sliding
-        initializer_range=0.3,
-        tie_word_embeddings=True,
-    )
-    Qwen3ForCausalLM(config).save_pretrained(folder)
-
-
-def _mistral(folder: Path) -> None:
-    torch.manual_seed(3)
-    config = MistralConfig(  # no layer_types: every layer slides
-        vocab_size=320,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        sliding_window=6,
-        initializer_range=0.3,
-    )
-    MistralForCausalLM(config).save_pretrained(folder)
-
-
-@pytest.fixture(scope="session")
-def tiny_llama(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    _tokenizer(folder)
-    _llama(folder)
-    return folder
 
 
 @pytest.fixture(scope="session")
@@ -247,9 +126,9 @@ def test_scores_without_prefix_reuse_and_naive_fallback_agree(tiny_llama):
     _assert_matches_reference(backend, prompts, LABELS, backend.score_options(prompts, LABELS))
 
 
-@pytest.mark.parametrize("build", [_gemma3, _qwen3, _mistral], ids=["gemma3", "qwen3", "mistral"])
+@pytest.mark.parametrize("build", [write_gemma3, write_qwen3, write_mistral], ids=["gemma3", "qwen3", "mistral"])
 def test_sliding_window_models_score_equal_full_forward(build, tmp_path):
-    _tokenizer(tmp_path)
+    write_tokenizer(tmp_path)
     build(tmp_path)
     backend = LocalBackend.load(str(tmp_path), device="cpu", dtype="float32")
     assert backend.scorer.supported
@@ -342,7 +221,7 @@ def test_stop_strings_cut_the_text(llama_backend):
     assert stopped.usage.tokens_out < 20
 
 
-def test_count_tokens_uses_the_real_tokenizer(llama_backend):
+def test_count_tokens_uses_the_realwrite_tokenizer(llama_backend):
     text = "cancel my reservation please"
     assert llama_backend.count_tokens(text) == len(llama_backend.tokenizer.encode(text, add_special_tokens=False))
     assert 0 < llama_backend.count_tokens(text) < len(text)
@@ -485,7 +364,7 @@ def test_smollm2_from_the_catalog(bundled_home, monkeypatch, shared_datasets):
 
 
 @pytest.mark.slow
-def test_gemma3_base_from_the_catalog(bundled_home, monkeypatch):
+def testwrite_gemma3_base_from_the_catalog(bundled_home, monkeypatch):
     backend = _timed_pull_and_load("gemma3-270m", bundled_home, monkeypatch)
     assert backend.kind == "base"
     continued, answered = backend.generate(

@@ -16,6 +16,10 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
+# The tiny random Llama of test_local_backend, its labels and inputs (its tokenizer's vocabulary).
+from tiny_models import INPUTS as TINY_INPUTS
+from tiny_models import LABELS as TINY_LABELS
+
 from tunewise.arms.answers import (
     AnswerPlan,
     answer_token_limit,
@@ -34,11 +38,6 @@ from tunewise.models.base import Chat, Message, OptionScores, Usage
 from tunewise.models.scripted import ScriptedBackend
 from tunewise.task.card import TaskCard
 from tunewise.task.dataset import Dataset, Example
-
-# The tiny random Llama of test_local_backend, its labels and inputs (its tokenizer's vocabulary).
-from test_local_backend import INPUTS as TINY_INPUTS
-from test_local_backend import LABELS as TINY_LABELS
-from test_local_backend import tiny_llama  # noqa: F401 - a fixture, reused
 
 LABELS = ["billing", "shipping_delay", "account_access"]
 SCHEMA = {
@@ -362,7 +361,7 @@ def test_few_shot_extract_shows_the_reference_json_as_the_answer():
 # -- a real (tiny, random) model: tokenizer, chat template, prefix-cached scoring -------------
 
 
-def test_prompt_arms_on_a_tiny_real_model(tiny_llama):  # noqa: F811 - the imported fixture
+def test_prompt_arms_on_a_tiny_real_model(tiny_llama):
     from tunewise.models.local import LocalBackend
 
     backend = LocalBackend.load(str(tiny_llama), device="cpu", dtype="float32")
@@ -412,6 +411,7 @@ def smollm(tmp_path_factory):
 @pytest.fixture(scope="module")
 def support_tickets():
     from conftest import EXAMPLES
+
     from tunewise.task import load_card, load_task
 
     return load_task(load_card(EXAMPLES / "support-tickets" / "task.yaml"))

@@ -24,7 +24,15 @@ from sqlalchemy import event, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from tunewise.errors import StoreError
-from tunewise.store import PredictionRow, Status, Store, card_hash, open_store, sha256_text, store_url
+from tunewise.store import (
+    PredictionRow,
+    Status,
+    Store,
+    card_hash,
+    open_store,
+    sha256_text,
+    store_url,
+)
 from tunewise.store.db import _sqlite_on_connect
 from tunewise.store.migrate import head_revision
 from tunewise.store.schema import Base
@@ -117,7 +125,7 @@ def test_newer_database_revision_is_refused(store_url_for_backend: str):
 def test_sqlite_connections_get_wal_busy_timeout_and_foreign_keys(tmp_path: Path):
     path = tmp_path / "runs.db"
     with open_store(f"sqlite:///{path}") as store, store.engine.connect() as connection:
-        pragma = lambda name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()  # noqa: E731
+        pragma = lambda name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
         assert pragma("journal_mode") == "wal"
         assert pragma("busy_timeout") == 5000
         assert pragma("foreign_keys") == 1
