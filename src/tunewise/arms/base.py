@@ -19,6 +19,7 @@ from tunewise.task.dataset import Dataset, Example
 
 if TYPE_CHECKING:
     from tunewise.knowledge.embed import Embedder
+    from tunewise.store import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,8 @@ class ArmContext:
     embedder: Callable[[], Embedder]  # the embedding model, loaded on first use
     budget: Budget = field(default_factory=Budget)
     seed: int = 0
+    store: Store | None = None  # the run store: arms that index documents or record artifacts use it
+    run_id: int | None = None  # the bake-off run this preparation belongs to (for artifacts)
 
 
 class Arm(ABC):

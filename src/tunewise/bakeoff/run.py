@@ -182,7 +182,7 @@ def _run_arm(
     stopped: str | None = None
     if todo:
         context = ArmContext(dataset=dataset, backend=services.backend, embedder=services.get_embedder,
-                             budget=Budget(seconds=remaining_s), seed=seed)
+                             budget=Budget(seconds=remaining_s), seed=seed, store=store, run_id=run_id)
         try:
             candidate = arm.prepare(context)
         except Exception as error:
