@@ -26,11 +26,13 @@ from tiny_models import (
     write_tokenizer,
 )
 
+from tunewise.arms.answers import softmax
 from tunewise.errors import TunewiseError
 from tunewise.models import catalog
 from tunewise.models.base import GenerateOptions, Message
 from tunewise.models.catalog import CatalogModel, resolve_model
 from tunewise.models.gguf_cache import GgufPart, GgufSource
+from tunewise.models.json_stop import JsonObjectEnd, object_end
 from tunewise.models.local import LocalBackend
 from tunewise.models.option_scoring import OptionTrie, score_naive
 
@@ -71,10 +73,20 @@ def _full_forward_scores(backend: LocalBackend, prompt, options) -> list[float]:
 
 
 def _assert_matches_reference(backend: LocalBackend, prompts, options, results) -> None:
+    """Exact scores equal the reference; a bounded score is at least the reference and below
+    the best; the best option is the reference's (by more than float noise, or a near-tie)."""
     assert len(results) == len(prompts)
     for prompt, result in zip(prompts, results):
         expected = _full_forward_scores(backend, prompt, options)
-        assert result.logprobs == pytest.approx(expected, abs=2e-4)
+        exact = getattr(result, "exact", None) or (True,) * len(options)
+        for got, want, is_exact in zip(result.logprobs, expected, exact):
+            if is_exact:
+                assert got == pytest.approx(want, abs=2e-4)
+            else:
+                assert want - 2e-4 <= got < result.logprobs[result.best]
+        reference_best = max(range(len(options)), key=expected.__getitem__)
+        assert result.best == reference_best or expected[reference_best] - expected[result.best] < 2e-4
+        assert exact[result.best]
 
 
 # -- score_options --------------------------------------------------------------------------
@@ -92,9 +104,59 @@ def test_option_trie_shares_prefixes_and_skips_last_tokens():
 
 def test_score_options_with_prefix_reuse_equals_full_forward(llama_backend):
     prompts = [_chat(text) for text in INPUTS]
-    results = llama_backend.score_options(prompts, LABELS)
+    results = llama_backend.score_options(prompts, LABELS, exact=True)
+    assert all(r.all_exact for r in results)
     _assert_matches_reference(llama_backend, prompts, LABELS, results)
     assert all(r.usage.tokens_in == len(llama_backend.format.ids(p)) for r, p in zip(results, prompts))
+
+
+def test_best_first_scores_the_best_label_exactly_and_bounds_the_rest(llama_backend):
+    prompts = [_chat(text) for text in INPUTS]
+    pruned = llama_backend.score_options(prompts, LABELS)  # the default: best first
+    full = llama_backend.score_options(prompts, LABELS, exact=True)
+    _assert_matches_reference(llama_backend, prompts, LABELS, pruned)
+    assert [r.best for r in pruned] == [r.best for r in full]
+    assert sum(not e for r in pruned for e in r.exact) > 0  # some labels' tails never ran
+    for bounded, exact in zip(pruned, full):
+        # Bounds only raise the others: the best label's share is a lower bound of the exact one.
+        assert softmax(bounded.logprobs)[bounded.best] <= softmax(exact.logprobs)[exact.best] + 1e-9
+
+
+def test_exact_scores_can_be_the_backend_default(tiny_llama):
+    backend = LocalBackend.load(str(tiny_llama), device="cpu", dtype="float32", exact_scores=True)
+    prompts = [_chat(text) for text in INPUTS[:2]]
+    results = backend.score_options(prompts, LABELS)
+    assert all(r.all_exact for r in results)
+    _assert_matches_reference(backend, prompts, LABELS, results)
+    assert not any(r.all_exact for r in backend.score_options(prompts, LABELS * 3, exact=False))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        [[40, 41, 42]],  # one option: its whole path runs
+        [[40, 41], [40, 41, 42], [40], [43, 44]],  # options that are token prefixes of others
+        [[40, 41], [43], [40, 41], [43]],  # duplicates: exact ties, the first one wins
+        [[], [40, 41]],  # an empty option scores 0 without any pass
+    ],
+    ids=["one", "prefixes", "ties", "empty"],
+)
+def test_best_first_edge_cases_against_naive_scoring(llama_backend, options):
+    prompts = [llama_backend.format.ids(_chat(text)) for text in INPUTS[:3]]
+    trie = OptionTrie.build(options)
+    pruned, exact = llama_backend.scorer.score_best_first(prompts, trie)
+    reference = score_naive(llama_backend.model, prompts, options)
+    assert pruned[exact] == pytest.approx(reference[exact], abs=2e-4)
+    assert bool((pruned[~exact] >= reference[~exact] - 2e-4).all())
+    for row in range(len(prompts)):
+        best = int(pruned[row].argmax())  # torch's argmax: the first of equal maxima
+        assert exact[row, best] and best == int(reference[row].argmax())
+    if len(options) == 1:
+        assert bool(exact.all())
+    if options[0] == []:
+        assert bool(exact[:, 0].all()) and bool((pruned[:, 0] == 0).all())
+    if len(options) > 2 and options[0] == options[2]:
+        assert bool((pruned[:, 0] == pruned[:, 2]).all()) and bool((pruned.argmax(1) != 2).all())
 
 
 def test_prefix_cache_is_sliced_and_extended_across_calls(llama_backend):
@@ -113,8 +175,9 @@ def test_prefix_cache_is_sliced_and_extended_across_calls(llama_backend):
 def test_scores_without_prefix_reuse_and_naive_fallback_agree(tiny_llama):
     backend = LocalBackend.load(str(tiny_llama), device="cpu", dtype="float32", reuse_prefix=False)
     prompts = [_chat(text) for text in INPUTS[:3]]
-    fast = backend.score_options(prompts, LABELS)
+    fast = backend.score_options(prompts, LABELS, exact=True)
     _assert_matches_reference(backend, prompts, LABELS, fast)
+    _assert_matches_reference(backend, prompts, LABELS, backend.score_options(prompts, LABELS))
     naive = score_naive(
         backend.model,
         [backend.format.ids(p) for p in prompts],
@@ -134,6 +197,7 @@ def test_sliding_window_models_score_equal_full_forward(build, tmp_path):
     assert backend.scorer.supported
     prompts = [_chat(text) for text in INPUTS]
     assert len(backend.format.ids(prompts[0])) > 10 * 6  # far past the window
+    _assert_matches_reference(backend, prompts, LABELS, backend.score_options(prompts, LABELS, exact=True))
     _assert_matches_reference(backend, prompts, LABELS, backend.score_options(prompts, LABELS))
 
 
@@ -150,6 +214,7 @@ def test_base_model_scores_plain_text_in_both_styles(tiny_llama):
     assert base.tokenizer.decode(base.option_token_ids(["cancel"], prompt=paragraphs[0])[0]) == "cancel\n\n"
     mixed = [completion[0], paragraphs[0], completion[1], paragraphs[1]]  # one call, two tries
     _assert_matches_reference(base, mixed, LABELS, base.score_options(mixed, LABELS))
+    _assert_matches_reference(base, mixed, LABELS, base.score_options(mixed, LABELS, exact=True))
 
 
 def test_base_model_generation_stops_at_the_end_of_its_answer(tiny_llama):
@@ -165,10 +230,10 @@ def test_base_model_generation_stops_at_the_end_of_its_answer(tiny_llama):
 def test_cached_prefix_is_dropped_when_weights_change_in_place(tiny_llama):
     backend = LocalBackend.load(str(tiny_llama), device="cpu", dtype="float32")
     prompts = [_chat(text) for text in INPUTS[:2]]
-    before = backend.score_options(prompts, LABELS)
+    before = backend.score_options(prompts, LABELS, exact=True)
     with torch.no_grad():  # what an optimizer step does: in place
         backend.model.model.layers[0].mlp.down_proj.weight.mul_(1.5)
-    after = backend.score_options(prompts, LABELS)
+    after = backend.score_options(prompts, LABELS, exact=True)
     assert after[0].logprobs != pytest.approx(before[0].logprobs, abs=1e-3)
     _assert_matches_reference(backend, prompts, LABELS, after)
 
@@ -221,11 +286,79 @@ def test_stop_strings_cut_the_text(llama_backend):
     assert stopped.usage.tokens_out < 20
 
 
-def test_count_tokens_uses_the_realwrite_tokenizer(llama_backend):
+def test_count_tokens_uses_the_real_tokenizer(llama_backend):
     text = "cancel my reservation please"
     assert llama_backend.count_tokens(text) == len(llama_backend.tokenizer.encode(text, add_special_tokens=False))
     assert 0 < llama_backend.count_tokens(text) < len(text)
     assert llama_backend.count_tokens("") == 0
+
+
+# -- json_mode ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "end"),
+    [
+        ('{"a": 1} and more', 8),
+        ('  {"a": {"b": [1, {"c": 2}]}}\n\nok', 29),
+        ('{"a": "a } brace and a \\" quote"} x', 33),  # braces and escaped quotes inside strings
+        ('{"a": [1, 2', None),  # not closed yet
+        ('```json\n{"a": 1}\n```', None),  # a fenced reply is not cut: the arms take the fence off
+        ("[1, 2]", None),  # not an object
+        ("", None),
+    ],
+)
+def test_object_end_finds_the_close_of_the_top_level_object(text, end):
+    assert object_end(text) == end
+
+
+def test_json_object_end_stops_each_row_of_a_batch_on_its_own(llama_backend):
+    tokenizer = llama_backend.tokenizer
+    rows = ['"a": "}"} tail', '"a": [1', ' "b": {}}']  # each continues an answer that began with "{"
+    encoded = [tokenizer(r, add_special_tokens=False)["input_ids"] for r in rows]
+    width = max(map(len, encoded))
+    pad = tokenizer.pad_token_id
+    ids = torch.tensor([[7, 7] + e + [pad] * (width - len(e)) for e in encoded])
+    assert JsonObjectEnd(tokenizer, prompt_width=2)(ids, None).tolist() == [True, False, True]
+
+
+@pytest.fixture(scope="module")
+def json_writer(tiny_llama) -> LocalBackend:
+    """The tiny Llama taught (60 Adam steps on one sequence) to answer with a JSON object that
+    prose follows, with no end-of-turn token: only the object's close can end the answer early."""
+    backend = LocalBackend.load(str(tiny_llama), device="cpu", dtype="float32")
+    text = backend.format.text(JSON_PROMPT) + '{"city": "paris"} and then some more text'
+    ids = torch.tensor([backend.format.tokenize(text)])
+    optimizer = torch.optim.Adam(backend.model.parameters(), lr=3e-2)
+    torch.manual_seed(0)
+    for _ in range(60):
+        loss = backend.model(input_ids=ids, labels=ids).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    backend.model.eval()
+    return backend
+
+
+JSON_PROMPT = (Message("system", "Answer in JSON."), Message("user", "book a flight to paris"))
+
+
+def test_json_mode_starts_the_answer_with_a_brace_and_ends_it_where_the_object_closes(json_writer):
+    free = json_writer.generate([JSON_PROMPT], GenerateOptions(max_new_tokens=30))[0]
+    assert free.text.startswith('{"city": "paris"} and')  # it learned to go on after the object
+    json = json_writer.generate([JSON_PROMPT] * 2, GenerateOptions(max_new_tokens=30, json_mode=True))
+    for answer in json:
+        assert answer.text == '{"city": "paris"}'
+        assert answer.finish_reason == "stop"
+        assert answer.usage.tokens_out < free.usage.tokens_out
+        assert answer.usage.tokens_in == len(json_writer.format.tokenize(json_writer.format.text(JSON_PROMPT) + "{"))
+
+
+def test_json_mode_reply_that_never_closes_ends_at_the_length_limit(llama_backend):
+    answer = llama_backend.generate([_chat("hi")], GenerateOptions(max_new_tokens=6, json_mode=True))[0]
+    assert answer.text.startswith("{")
+    assert object_end(answer.text) is None or answer.text.endswith("}")
+    assert answer.usage.tokens_out <= 6
 
 
 # -- loading --------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ The slow tests run the bundled support-ticket task with the real SmolLM2-135M-In
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -22,6 +23,7 @@ from tiny_models import LABELS as TINY_LABELS
 
 from tunewise.arms.answers import (
     AnswerPlan,
+    answer_batch,
     answer_token_limit,
     choose_label,
     json_validity_rate,
@@ -178,6 +180,18 @@ def test_label_choice_records_confidence_and_margin():
     assert impossible.output == "billing" and impossible.extra["logprob"] is None
     json.dumps(impossible.extra, allow_nan=False)  # stores as plain JSON
     assert softmax([0.0, 0.0]) == [0.5, 0.5]
+    assert "bounded_labels" not in chosen.extra  # a backend that scores every label says nothing
+
+
+def test_label_choice_with_bounded_scores_says_so_and_understates_confidence():
+    from tunewise.models.local import BoundedOptionScores
+
+    usage = Usage(10, 0, 0.1, 0.0)
+    exact = [math.log(0.2), math.log(0.7), math.log(0.1)]
+    bounded = BoundedOptionScores((math.log(0.25), exact[1], math.log(0.2)), usage, exact=(False, True, False))
+    chosen = choose_label(bounded, LABELS)
+    assert chosen.output == "shipping_delay" and chosen.extra["bounded_labels"] == 2
+    assert chosen.extra["confidence"] < choose_label(OptionScores(tuple(exact), usage), LABELS).extra["confidence"]
 
 
 def test_answer_length_comes_from_the_longest_reference():
@@ -198,7 +212,7 @@ def test_zero_shot_classify_picks_the_top_scored_label_in_one_call():
     assert ctx.asked == ["tiny-model"] and candidate.model_id == "scripted:m"
     assert candidate.config == {
         "arm": "zero_shot", "model": "tiny-model", "prompt_version": PROMPT_VERSION,
-        "kind": "classify", "answer": "option_scores",
+        "kind": "classify", "answer": "option_scores", "exact_label_scores": False,
     }
     predictions = candidate.predict(data.test)
     assert backend.batches == [("score_options", 3)]
@@ -371,9 +385,18 @@ def test_prompt_arms_on_a_tiny_real_model(tiny_llama):
         candidate = arm.prepare(context(data, backend))
         assert candidate.model_id == backend.model_id
         predictions = candidate.predict(data.test)
-        direct = backend.score_options(candidate.prompts(data.test), TINY_LABELS)
+        direct = backend.score_options(candidate.prompts(data.test), TINY_LABELS, exact=True)
         assert [p.output for p in predictions] == [TINY_LABELS[s.best] for s in direct]
         assert all(p.usage.tokens_in > 0 and 0 < p.extra["confidence"] <= 1 for p in predictions)
+        assert all(0 <= p.extra["bounded_labels"] < len(TINY_LABELS) for p in predictions)
+        assert candidate.config["exact_label_scores"] is False
+    exact_plan = dataclasses.replace(candidate.plan, exact_scores=True)
+    exact = answer_batch(backend, candidate.prompts(data.test), exact_plan)
+    assert [p.output for p in exact] == [p.output for p in predictions]
+    assert all(p.extra["bounded_labels"] == 0 for p in exact) and exact_plan.config()["exact_label_scores"]
+    # A backend that always scores every label takes no flag: the plan still works with it.
+    flat = ScriptedBackend(option_scores=lambda prompt, options: [-1.0] * len(options))
+    assert answer_batch(flat, candidate.prompts(data.test[:1]), exact_plan)[0].output == TINY_LABELS[0]
     generated = dataset("qa", train=[("q", "a b")], test=[(TINY_INPUTS[0], "x")])
     answer = ZeroShot(model="tiny").prepare(context(generated, backend)).predict(generated.test)[0]
     assert "\n" not in answer.output and answer.usage.tokens_out >= 1

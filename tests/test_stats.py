@@ -16,6 +16,7 @@ from statsmodels.stats.multitest import multipletests
 from tunewise.errors import MetricError
 from tunewise.scoring.metrics import PerExampleMetric, resolve_metric
 from tunewise.scoring.stats import (
+    WILSON_MIN_RARE,
     Comparison,
     bootstrap_ci,
     bootstrap_ci_from_stats,
@@ -25,6 +26,7 @@ from tunewise.scoring.stats import (
     paired_comparison,
     paired_comparison_from_stats,
     resample_counts,
+    wilson_interval,
 )
 from tunewise.task.card import Kind
 
@@ -106,9 +108,18 @@ def test_wider_confidence_gives_a_wider_interval_and_percentile_is_available():
     assert percentile.method == "percentile" and percentile.low < percentile.value < percentile.high
 
 
-def test_an_interval_on_a_perfect_arm_collapses_to_the_value():
+def test_a_perfect_arm_on_few_examples_still_gets_an_interval():
+    # 50 of 50 right does not prove a rate of 1: Wilson's interval keeps the doubt that the
+    # bootstrap (every resample all right) threw away.
     estimate = bootstrap_ci(resolve_metric("accuracy", Kind.classify), ["a"] * 50, ["a"] * 50)
-    assert (estimate.value, estimate.low, estimate.high) == (1.0, 1.0, 1.0)
+    assert (estimate.value, estimate.high, estimate.method) == (1.0, 1.0, "wilson")
+    assert estimate.low == pytest.approx(0.92865, abs=1e-5)
+
+
+def test_an_interval_on_a_constant_continuous_score_collapses_to_the_value():
+    stats = np.full((50, 1), 0.5)
+    estimate = bootstrap_ci_from_stats(MEAN, stats)
+    assert (estimate.value, estimate.low, estimate.high, estimate.method) == (0.5, 0.5, 0.5, "bca")
 
 
 @pytest.mark.parametrize(
@@ -143,6 +154,92 @@ def _coverage(simulate, truth: float, n: int) -> float:
 def test_intervals_cover_a_bernoulli_rate_95_percent_of_the_time():
     coverage = _coverage(lambda rng, n: (rng.random(n) < 0.8).astype(float), 0.8, n=200)
     assert 0.93 <= coverage <= 0.97, coverage
+
+
+# -- proportions on few examples: Wilson ------------------------------------------------------
+
+RIGHT_WRONG = PerExampleMetric("right", lambda prediction, references: float(prediction), binary=True)
+
+
+def test_wilson_matches_its_formula_and_the_reference_implementation():
+    from statsmodels.stats.proportion import proportion_confint
+
+    for successes, n in ((37, 40), (0, 10), (10, 10), (120, 150), (5, 7)):
+        expected = proportion_confint(successes, n, alpha=0.05, method="wilson")
+        assert wilson_interval(successes, n) == pytest.approx(expected, abs=1e-12)
+    with pytest.raises(MetricError, match="no examples"):
+        wilson_interval(0, 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 400).flatmap(lambda n: st.tuples(st.integers(0, n), st.just(n))))
+def test_wilson_always_holds_the_observed_share_within_0_and_1(pair):
+    successes, n = pair
+    low, high = wilson_interval(successes, n)
+    assert 0.0 <= low <= successes / n <= high <= 1.0
+    assert (low == 0.0) == (successes == 0) and (high == 1.0) == (successes == n)
+
+
+def test_37_of_40_right_gets_a_tight_honest_interval_not_the_wide_bootstrap_one():
+    stats = np.array([1.0] * 37 + [0.0] * 3).reshape(-1, 1)
+    auto = bootstrap_ci_from_stats(RIGHT_WRONG, stats)
+    bca = bootstrap_ci_from_stats(RIGHT_WRONG, stats, method="bca")
+    assert auto.method == "wilson" and auto.n_resamples == 0
+    assert (auto.low, auto.high) == pytest.approx((0.80136, 0.97416), abs=1e-5)
+    assert auto.high - auto.low < bca.high - bca.low  # the BCa interval's low end sits far below
+    assert auto.low > bca.low + 0.03
+    assert auto == bootstrap_ci_from_stats(RIGHT_WRONG, stats, seed=99)  # no resampling, no seed
+
+
+@pytest.mark.parametrize(
+    ("right", "n", "method"),
+    [(210, 300, "bca"),  # enough examples and enough of each outcome: the bootstrap is fine
+     (150, 199, "wilson"),  # below WILSON_BELOW_N
+     (995, 1000, "wilson"),  # only 5 wrong: too few to resample, whatever n is
+     (WILSON_MIN_RARE, 1000, "bca")],  # 10 right is just enough of the rarer outcome
+)
+def test_auto_takes_wilson_for_small_or_lopsided_proportions(right, n, method):
+    stats = np.array([1.0] * right + [0.0] * (n - right)).reshape(-1, 1)
+    assert bootstrap_ci_from_stats(RIGHT_WRONG, stats, n_resamples=500).method == method
+
+
+def test_continuous_scores_never_get_wilson_and_forcing_it_is_an_error():
+    stats = np.array([0.2, 0.9, 1.0, 0.0, 0.5] * 8).reshape(-1, 1)
+    assert bootstrap_ci_from_stats(MEAN, stats, n_resamples=500).method == "bca"
+    with pytest.raises(MetricError, match="needs 0/1 per-example scores"):
+        bootstrap_ci_from_stats(MEAN, stats, method="wilson")
+    macro = resolve_metric("macro_f1", Kind.classify, labels=["a", "b"])
+    estimate = bootstrap_ci(macro, ["a", "b", "a"] * 10, ["a", "b", "b"] * 10, n_resamples=500)
+    assert estimate.method == "bca"  # a ratio metric is not a proportion even though its stats are 0/1
+
+
+def test_a_custom_metric_with_0_1_scores_counts_as_a_proportion():
+    stats = np.array([1.0] * 18 + [0.0] * 2).reshape(-1, 1)
+    assert bootstrap_ci_from_stats(MEAN, stats).method == "wilson"
+
+
+def _proportion_coverage(n: int, method: str, trials: int) -> float:
+    # The true rate differs per data set, spread over 0.85-0.99 where the bootstrap fails most,
+    # so Wilson's known oscillation in p averages out and the test measures the method.
+    hits = 0
+    for trial in range(trials):
+        rng = np.random.default_rng(20_000 + trial)
+        truth = rng.uniform(0.85, 0.99)
+        stats = (rng.random(n) < truth).astype(float).reshape(-1, 1)
+        estimate = bootstrap_ci_from_stats(RIGHT_WRONG, stats, n_resamples=1_000, seed=trial, method=method)
+        hits += estimate.low <= truth <= estimate.high
+    return hits / trials
+
+
+def test_intervals_cover_a_rate_near_1_on_40_examples_95_percent_of_the_time():
+    coverage = _proportion_coverage(40, "auto", COVERAGE_TRIALS)
+    assert 0.93 <= coverage <= 0.97, coverage
+
+
+def test_the_bootstrap_under_covers_a_rate_near_1_on_40_examples():
+    # Why the small-sample fix exists: the same data sets with BCa forced.
+    coverage = _proportion_coverage(40, "bca", 500)
+    assert coverage < 0.90, coverage
 
 
 def test_intervals_cover_a_skewed_continuous_mean_95_percent_of_the_time():

@@ -10,6 +10,9 @@ library only, seeded, no clock and no set iteration, so two runs write byte-iden
     python examples/support-tickets/generate.py            # writes data/ next to this file
     python examples/support-tickets/generate.py --out DIR  # writes DIR/tickets*.jsonl
 
+It then runs generate_docs.py: the help-centre documents (docs/) and the questions about
+them (data/qa.jsonl) of task-qa.yaml; with --out, DIR/docs/ and DIR/qa.jsonl.
+
 Two files, the same tickets in the same order:
   tickets.jsonl          {"input": ticket, "output": queue}                     (task.yaml)
   tickets-extract.jsonl  {"input": ticket, "output": JSON string of the fields}  (task-extract.yaml)
@@ -783,9 +786,12 @@ def write(out: Path, rows: list[tuple[str, dict]]) -> None:
             fe.write(json.dumps({"input": text, "output": target}, ensure_ascii=False) + "\n")
 
 
+DEFAULT_OUT = Path(__file__).resolve().parent / "data"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "data",
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="folder to write tickets.jsonl and tickets-extract.jsonl into (default: data/ here)")
     parser.add_argument("--seed", type=int, default=SEED, help="change only to study another draw")
     args = parser.parse_args(argv)
@@ -793,6 +799,11 @@ def main(argv: list[str] | None = None) -> None:
     check(rows)
     write(args.out, rows)
     print(f"wrote {len(rows)} tickets to {args.out}")
+    # The help-centre documents and the questions about them (task-qa.yaml): generate_docs.py.
+    # With --out, they go to OUT/docs/ and OUT/qa.jsonl; by default to docs/ and data/ here.
+    import generate_docs
+
+    generate_docs.main(["--out", str(args.out)] if args.out != DEFAULT_OUT else [])
 
 
 if __name__ == "__main__":

@@ -256,6 +256,226 @@ def runs_show(ctx: click.Context, run_id: int, as_json: bool) -> None:
         print_run(detail)
 
 
+@cli.command()
+@click.argument("run_id", type=int)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for report.html, report.md and report.json [default: $TUNEWISE_HOME/reports/run-RUN_ID].")
+@click.option("--task", type=click.Path(dir_okay=False, path_type=Path),
+              help="The task card to decide with (its traffic, costs, goals) and to read the data from, so error "
+              "examples show their inputs [default: the card stored with the run].")
+@click.option("--open", "open_browser", is_flag=True, help="Open the HTML report in the default browser.")
+@click.pass_context
+def report(ctx: click.Context, run_id: int, out: Path | None, task: Path | None, open_browser: bool) -> None:
+    """Write a bake-off's verdict as a self-contained HTML page (works offline), Markdown and JSON."""
+    import webbrowser
+
+    from tunewise.store.location import tunewise_home
+    from tunewise.task import load_card
+    from tunewise.verdict import build_verdict
+    from tunewise.verdict.report import write_report
+
+    card = load_card(task) if task else None
+    with _open_store(ctx) as store:
+        verdict = build_verdict(store, run_id, card)
+        detail = store.get_run(run_id)
+    files = write_report(verdict.to_dict(), out or tunewise_home() / "reports" / f"run-{run_id}", run_detail=detail)
+    for label, path in (("html", files.html), ("markdown", files.markdown), ("json", files.json)):
+        click.echo(f"{label:<9} {path}")
+    if open_browser and not webbrowser.open(files.html.resolve().as_uri()):
+        click.secho("no browser to open it with here; open the html file above yourself", fg="yellow", err=True)
+
+
+# -- knowledge (documents for RAG) ------------------------------------------------------------
+
+
+@cli.group(cls=_Group)
+def knowledge() -> None:
+    """Document collections for retrieval: add a folder, search it, list collections."""
+
+
+def _knowledge_base(store, name: str, embedder_spec: str | None):
+    """Open a collection with the embedder it was built with (or the one named)."""
+    from tunewise.knowledge import KnowledgeBase, list_collections
+    from tunewise.knowledge.embed import Embedder
+
+    existing = {row.name: row for row, _, _ in list_collections(store)}
+    spec, dtype = embedder_spec, None
+    if spec is None and name in existing:  # model ids read "name@fingerprint/precision"
+        model_id = existing[name].embedder
+        spec, dtype = model_id.split("@")[0], "bfloat16" if model_id.endswith("/bf16") else None
+    embedder = Embedder.load(spec or "all-minilm-l6-v2", store=store, dtype=dtype)
+    return KnowledgeBase.open(store, embedder, name)
+
+
+@knowledge.command("add")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--name", help="Collection name [default: the folder's name].")
+@click.option("--embedder", help="Embedding model: all-minilm-l6-v2, a sentence-transformers folder or a hub id "
+              "[default: the collection's, else all-minilm-l6-v2].")
+@click.option("--json", "as_json", is_flag=True, help="Print the sync report as JSON.")
+@click.pass_context
+def knowledge_add(ctx: click.Context, folder: Path, name: str | None, embedder: str | None, as_json: bool) -> None:
+    """Add a folder of documents (md, txt, html, pdf, json, jsonl) to a collection, or sync it
+    again: only changed files are re-embedded, deleted ones leave the index."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    name = name or folder.expanduser().resolve().name
+    with _open_store(ctx) as store:
+        kb = _knowledge_base(store, name, embedder)
+        with Progress(console=Console(stderr=True), transient=True, disable=as_json) as bar:
+            task = bar.add_task("reading", total=None)
+            report = kb.sync(folder, progress=lambda stage, done, total: bar.update(
+                task, description=stage, completed=done, total=total))
+    if as_json:
+        click.echo(json.dumps({"name": name, **report.to_dict()}, indent=2))
+        return
+    from tunewise.display import console
+
+    console.print(f"[bold]{name}[/bold]: {len(report.added)} added, {len(report.updated)} updated, "
+                  f"{len(report.removed)} removed, {len(report.unchanged)} unchanged; "
+                  f"{report.chunks} chunks ({report.chunks_embedded} embedded now)")
+    for path, reason in report.skipped:
+        console.print(f"  [yellow]skipped[/yellow] {path}: {reason}")
+
+
+@knowledge.command("search")
+@click.argument("query")
+@click.option("--name", help="Collection [default: the only one].")
+@click.option("-k", default=5, show_default=True, type=click.IntRange(min=1), help="Chunks to return.")
+@click.option("--mode", type=click.Choice(["hybrid", "dense", "lexical"]), default="hybrid", show_default=True)
+@click.option("--rerank", metavar="MODEL", help="Re-rank with this cross-encoder (folder or hub id).")
+@click.option("--json", "as_json", is_flag=True, help="Print the hits as JSON.")
+@click.pass_context
+def knowledge_search(ctx: click.Context, query: str, name: str | None, k: int, mode: str, rerank: str | None,
+                     as_json: bool) -> None:
+    """Search a collection: the k best chunks, with their source and position."""
+    from tunewise.knowledge import CrossEncoderReranker, list_collections
+
+    with _open_store(ctx) as store:
+        names = [row.name for row, _, _ in list_collections(store)]
+        if name is None and len(names) != 1:
+            raise TunewiseError("which collection? " + (f"there are {len(names)}: {', '.join(names)}" if names
+                                                        else "there are none"),
+                                fix="pass --name NAME" if names else "add one: tunewise knowledge add FOLDER")
+        name = name or names[0]
+        if name not in names:
+            raise TunewiseError(f"no knowledge collection named {name!r}", fix="see `tunewise knowledge list`")
+        kb = _knowledge_base(store, name, None)
+        if rerank:
+            kb.reranker = CrossEncoderReranker(rerank)
+        hits = kb.search(query, k=k, mode=mode)
+    if as_json:
+        click.echo(json.dumps([{"rank": h.rank, "score": h.score, "source": h.source, "position": h.position,
+                                "chunk_id": h.chunk_id, "text": h.text} for h in hits], indent=2))
+        return
+    from tunewise.display import console
+
+    if not hits:
+        console.print("no matching chunks")
+    for hit in hits:
+        first, last = hit.position.get("paragraphs", [None, None])
+        where = " > ".join(hit.position.get("heading") or []) or "-"
+        paragraphs = f"paragraph {first}" if first == last else f"paragraphs {first}-{last}"
+        page = f", page {hit.position['page']}" if "page" in hit.position else ""
+        console.print(f"[bold]{hit.rank}.[/bold] {hit.source} ({where}; {paragraphs}{page})  score {hit.score:.3f}")
+        console.print("   " + (hit.text if len(hit.text) <= 300 else hit.text[:297] + "..."), markup=False)
+
+
+@knowledge.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def knowledge_list(ctx: click.Context, as_json: bool) -> None:
+    """Knowledge collections: documents, chunks, embedder, folder."""
+    from rich.table import Table
+
+    from tunewise.knowledge import list_collections
+
+    with _open_store(ctx) as store:
+        rows = list_collections(store)
+    if as_json:
+        click.echo(json.dumps([{"name": row.name, "documents": documents, "chunks": chunks, "embedder": row.embedder,
+                                "folder": row.folder, "fingerprint": row.fingerprint}
+                               for row, documents, chunks in rows], indent=2))
+        return
+    from tunewise.display import console
+
+    if not rows:
+        console.print("no knowledge collections yet: tunewise knowledge add FOLDER")
+        return
+    table = Table("name", "documents", "chunks", "embedder", "folder")
+    for row, documents, chunks in rows:
+        table.add_row(row.name, str(documents), str(chunks), row.embedder, row.folder or "-")
+    console.print(table)
+
+
+@cli.command()
+@click.argument("run_a", type=int)
+@click.argument("run_b", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.pass_context
+def compare(ctx: click.Context, run_a: int, run_b: int, as_json: bool) -> None:
+    """What changed between two bake-offs of one task (new base model, more data): per-arm deltas
+    with paired significance (examples matched by input), Holm-corrected."""
+    from tunewise.display import console
+    from tunewise.verdict.compare import compare_runs, comparison_table
+
+    with _open_store(ctx) as store:
+        comparison = compare_runs(store, run_a, run_b)
+    if as_json:
+        click.echo(json.dumps(comparison.to_dict(), indent=2))
+        return
+    console.print(comparison_table(comparison))
+    for change in comparison.changes:
+        console.print(f"  changed: {change}")
+    for side, names in (("A", comparison.only_in_a), ("B", comparison.only_in_b)):
+        if names:
+            console.print(f"  only in run {side}: {', '.join(names)}")
+    console.print(comparison.summary())
+
+
+@cli.group(cls=_Group)
+def adapters() -> None:
+    """LoRA adapters trained here: list them, merge one into full weights, export one for PEFT."""
+
+
+@adapters.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def adapters_list(as_json: bool) -> None:
+    """Adapters under $TUNEWISE_HOME/adapters, newest first: base model, task, data hash, metrics, path."""
+    from dataclasses import asdict
+
+    from tunewise.train import list_adapters
+    from tunewise.train.display import print_adapters
+
+    infos = list_adapters()
+    if as_json:
+        click.echo(json.dumps([asdict(i) for i in infos], indent=2, default=str))
+    else:
+        print_adapters(infos)
+
+
+@adapters.command("merge")
+@click.argument("adapter")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="New folder for the merged model.")
+def adapters_merge(adapter: str, out: Path) -> None:
+    """Merge ADAPTER (a name from `adapters list`, a prefix of one, or a folder) into its base model's
+    weights: a full model folder for transformers, vLLM or `--models FOLDER`."""
+    from tunewise.train.adapter import find_adapter, merge_adapter
+
+    click.echo(f"merged model written to {merge_adapter(find_adapter(adapter), out)}")
+
+
+@adapters.command("export")
+@click.argument("adapter")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="New folder for the PEFT adapter.")
+def adapters_export(adapter: str, out: Path) -> None:
+    """Copy ADAPTER as a PEFT folder: PeftModel.from_pretrained(base_model, OUT) loads it."""
+    from tunewise.train.adapter import export_adapter, find_adapter
+
+    click.echo(f"PEFT adapter written to {export_adapter(find_adapter(adapter), out)}")
+
+
 def main() -> None:
     cli(prog_name="tunewise")
 

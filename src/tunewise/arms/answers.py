@@ -3,7 +3,11 @@
 classify   Never parses free text. The label set is scored with ``backend.score_options``
            (the log-probability of each label as the whole answer), so the answer is always a
            valid label. The softmax over the labels gives a confidence and a margin, recorded in
-           ``Prediction.extra`` for the cascade arm to route on.
+           ``Prediction.extra`` for the cascade arm to route on. A local backend finds the best
+           label exactly but, by default, scores the others only until they cannot win (an upper
+           bound each): the confidence is then a lower bound of the exact one (an arm routing on
+           it errs towards "unsure"), and ``extra["bounded_labels"]`` counts the labels so
+           scored. ``exact_scores=True`` on the plan asks for every label in full.
 extract    Generates with ``json_mode`` and validates against the card's JSON Schema, with no
            repair: no closing of brackets, no fixing of quotes, no dropping of trailing prose.
            ``valid`` is "parsed as a JSON object and schema-valid"; the valid fraction of the
@@ -34,7 +38,13 @@ from functools import cached_property
 from typing import Any
 
 from tunewise.arms.base import Prediction
-from tunewise.models.base import Backend, Chat, GenerateOptions, Generation, OptionScores
+from tunewise.models.base import (
+    Backend,
+    Chat,
+    GenerateOptions,
+    Generation,
+    OptionScores,
+)
 from tunewise.task.card import Kind
 from tunewise.task.dataset import Dataset
 
@@ -63,6 +73,9 @@ class AnswerPlan:
     kind: Kind
     labels: tuple[str, ...] = ()
     schema: Mapping[str, Any] | None = field(default=None, hash=False)
+    # classify: score every label in full, for exact confidences (a teacher whose confident
+    # labels are kept, a cascade's threshold tuning); else only the best exactly (faster).
+    exact_scores: bool = False
     generation: GenerateOptions | None = None  # None for classify: nothing is generated
 
     @classmethod
@@ -82,7 +95,7 @@ class AnswerPlan:
 
     def config(self) -> dict[str, Any]:
         if self.generation is None:
-            return {"kind": self.kind.value, "answer": "option_scores"}
+            return {"kind": self.kind.value, "answer": "option_scores", "exact_label_scores": self.exact_scores}
         return {
             "kind": self.kind.value,
             "answer": "generate",
@@ -114,7 +127,9 @@ def answer_token_limit(references: Iterable[str], count_tokens) -> int:
 def answer_batch(backend: Backend, prompts: Sequence[Chat], plan: AnswerPlan) -> list[Prediction]:
     """One backend call for the whole batch; predictions in the order of ``prompts``."""
     if plan.kind is Kind.classify:
-        return [choose_label(scores, plan.labels) for scores in backend.score_options(prompts, plan.labels)]
+        # Only a backend that can bound scores takes the flag; the others always score in full.
+        options = {"exact": True} if plan.exact_scores and _takes_exact_flag(backend) else {}
+        return [choose_label(scores, plan.labels) for scores in backend.score_options(prompts, plan.labels, **options)]
     generations = backend.generate(prompts, plan.generation)
     if plan.kind is Kind.extract:
         return [json_prediction(g, plan.validator) for g in generations]
@@ -132,7 +147,8 @@ def choose_label(scores: OptionScores, labels: Sequence[str]) -> Prediction:
     extra: ``confidence`` (the chosen label's share), ``margin`` (its share minus the runner-up's:
     near 0 when the model hesitates between two labels), ``runner_up``, and ``logprob`` (of the
     chosen label as the whole answer; None when no label was possible). All finite, so they
-    store as plain JSON.
+    store as plain JSON. When some labels carry only an upper bound (see the module doc),
+    ``bounded_labels`` counts them and ``confidence`` is a lower bound.
     """
     shares = softmax(scores.logprobs)
     best = scores.best
@@ -145,7 +161,16 @@ def choose_label(scores: OptionScores, labels: Sequence[str]) -> Prediction:
         "runner_up": labels[runner] if runner is not None else None,
         "logprob": logprob if math.isfinite(logprob) else None,
     }
+    exact = getattr(scores, "exact", None)  # only backends that bound scores say which are exact
+    if exact is not None:
+        extra["bounded_labels"] = sum(not e for e in exact)
     return Prediction(output=labels[best], usage=scores.usage, extra=extra)
+
+
+def _takes_exact_flag(backend: Backend) -> bool:
+    import inspect
+
+    return "exact" in inspect.signature(backend.score_options).parameters
 
 
 def softmax(logprobs: Sequence[float]) -> list[float]:

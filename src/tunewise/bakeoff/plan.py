@@ -11,7 +11,7 @@ lazily so that planning never loads torch.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tunewise.arms.base import Arm
 from tunewise.errors import TunewiseError
@@ -26,6 +26,7 @@ class PlanOptions:
 
     shots: int = 5  # examples per few-shot prompt
     extra: dict[str, object] = field(default_factory=dict)  # arm-specific settings, by name
+    models: tuple[str, ...] = ()  # the --models list (set by plan_arms): the cascade pairs its first and last
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,45 @@ def _embed_classifier(model, card, options):
     return EmbedClassifier()
 
 
+def _rag(model, card, options):
+    from tunewise.arms.rag import Rag, rag_folder
+
+    return Rag(model=model, folder=rag_folder(card), **dict(options.extra.get("rag") or {}))  # extra["rag"]: k, ...
+
+
+def _cascade(model, card, options):
+    from tunewise.arms.cascade import build_cascade
+
+    return build_cascade(card, options, options.models or DEFAULT_MODELS)
+
+
+def _lora(model, card, options):
+    from tunewise.arms.lora import Lora
+
+    return Lora(model=model, **dict(options.extra.get("lora") or {}))  # extra["lora"]: settings, max_train_examples
+
+
+def _rag_lora(model, card, options):
+    from tunewise.arms.rag import rag_folder
+    from tunewise.arms.rag_lora import RagLora
+
+    return RagLora(model=model, folder=rag_folder(card), **dict(options.extra.get("rag_lora") or {}))
+
+
+def _distill(model, card, options):
+    from tunewise.arms.distill import Distill
+
+    # extra["distill"]: teacher, pool, ...; the teacher's arm is built with the other arms' settings.
+    teacher_options = {"shots": options.shots, **{k: v for k, v in options.extra.items() if k != "distill"}}
+    return Distill(model=model, teacher_options=teacher_options, **dict(options.extra.get("distill") or {}))
+
+
+def _lora_curve(model, card, options):
+    from tunewise.arms.learning_curve import LearningCurve
+
+    return LearningCurve(model=model, **dict(options.extra.get("lora_curve") or {}))  # extra["lora_curve"]: sizes, ...
+
+
 # The run order: cheap baselines first, training arms last.
 ARM_KINDS: dict[str, ArmKind] = {
     "embed_classifier": ArmKind(_embed_classifier, per_model=False, task_kinds=frozenset({Kind.classify}),
@@ -67,6 +107,21 @@ ARM_KINDS: dict[str, ArmKind] = {
     "zero_shot": ArmKind(_zero_shot, help="the instruction and the answer format, no examples"),
     "few_shot_random": ArmKind(_few_shot("random"), help="k training examples drawn at random"),
     "few_shot_nearest": ArmKind(_few_shot("nearest"), help="the k training examples nearest the input"),
+    # Retrieval runs by default where answers live in documents (qa, generate); `--arms rag`
+    # adds it to a classify or extract task whose card names a knowledge folder.
+    "rag": ArmKind(_rag, task_kinds=frozenset({Kind.qa, Kind.generate}),
+                   help="retrieve chunks of the card's `knowledge` documents, answer from them with citations"),
+    "lora": ArmKind(_lora, help="a LoRA adapter trained on the train split (local models), answered like zero-shot"),
+    "rag_lora": ArmKind(_rag_lora, task_kinds=frozenset({Kind.qa, Kind.generate}),
+                        help="LoRA trained on the RAG prompts (retrieved chunks included), answering with them"),
+    # After lora: the default teacher is this bake-off's best fine-tune of a larger model (its
+    # adapter is reused); the curve last of the training arms, as it runs as many sizes as fit.
+    "distill": ArmKind(_distill, help="a teacher (default: the best larger fine-tune) labels inputs; the model "
+                       "is LoRA-tuned on the labels it is confident of"),
+    "lora_curve": ArmKind(_lora_curve, help="LoRA on 50, 100, 250, 500, 1000 and all examples: what more data buys"),
+    # Last: it runs two other arms. Default pairing and settings: arms/cascade.py build_cascade.
+    "cascade": ArmKind(_cascade, per_model=False,
+                       help="a cheap first stage answers; a larger model answers only what it is unsure of"),
 }
 
 
@@ -85,6 +140,7 @@ def plan_arms(card: TaskCard, arms: Sequence[str] | None = None, models: Sequenc
         raise TunewiseError(f"unknown arm {unknown[0]!r}", where="--arms",
                             fix=f"choose from {', '.join(ARM_KINDS)}")
     models = list(models) if models else list(DEFAULT_MODELS)
+    options = replace(options, models=tuple(models))
     planned: list[Arm] = []
     for name, kind in ARM_KINDS.items():
         if name not in chosen:

@@ -195,8 +195,25 @@ def _run_arm(
     result = score_arm(arm.name, candidate, rows, examples, metric, dataset, stopped=stopped,
                        prepare_usage=candidate.prepare_usage if candidate else None,
                        wall_s=time.monotonic() - arm_started, model_id=cache.model_ids.get(arm.name))
+    result.secondary.update(_detail_scores(store, cache, arm, examples, rows))
     store.finish_arm(arm_id, result.to_metrics(), Status.interrupted if stopped else Status.finished)
     return result
+
+
+def _detail_scores(store: Store, cache: CallCache, arm: Arm, examples: list[tuple[int, Example]],
+                   rows: list[PredictionRow]) -> dict[str, float]:
+    """Retrieval (hit@k, MRR, nDCG against the data's ``source``) and groundedness numbers, for
+    arms that record retrieval in ``Prediction.extra`` (RAG); empty for the others. The extras
+    are read back from the call cache, where every fresh answer is saved, so answers taken
+    from the cache or from an interrupted run count as well."""
+    from tunewise.scoring.retrieval import detail_scores
+
+    answered = {row.example_index for row in rows}
+    pairs = [ex for i, ex in examples if i in answered]
+    keys = [cache.key(arm, ex) for ex in pairs]
+    found = store.cached_calls(list(dict.fromkeys(keys)))
+    details = [found[key].output.get("extra") if key in found else None for key in keys]
+    return detail_scores(details, [ex.meta.get("source") for ex in pairs])
 
 
 def _minutes(seconds: float) -> str:

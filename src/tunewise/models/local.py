@@ -1,7 +1,10 @@
 """A model run in this process with PyTorch + transformers: the local arms' backend.
 
 CPU by default, CUDA when present (bf16 there). ``generate`` batches prompts with left
-padding; ``score_options`` is the classification hot path (see option_scoring). Cost is what
+padding; ``score_options`` is the classification hot path (see option_scoring): by default it
+finds each prompt's best option exactly by a best-first search over the option trie and gives
+the options it never had to finish an upper bound (``BoundedOptionScores``); ``exact=True``
+scores every option in full. Cost is what
 the machine costs while it computes: measured seconds x a price per hour, each request
 carrying an equal share of its batch's time.
 """
@@ -12,22 +15,43 @@ import gc
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, StoppingCriteriaList
 
 from tunewise.errors import TunewiseError
 from tunewise.hub import cache_first
-from tunewise.models.base import Backend, Chat, Generation, GenerateOptions, OptionScores, Usage
+from tunewise.models.base import Backend, Chat, GenerateOptions, Generation, OptionScores, Usage
 from tunewise.models.catalog import CATALOG, Kind, ResolvedModel, models_dir, resolve_model
 from tunewise.models.device import pick_device, pick_dtype
 from tunewise.models.gguf_cache import cache_problems, read_manifest
+from tunewise.models.json_stop import JsonObjectEnd, object_end
 from tunewise.models.option_scoring import OptionTrie, PrefixTrieScorer, score_naive
 from tunewise.models.prompt_format import AnswerAffixes, PromptFormat
 
+JSON_LEAD = "{"
+"""What a json_mode answer starts with: written after the prompt, so the model continues an object."""
+
 DEFAULT_PRICE_PER_HOUR = 0.10
 """Dollars per hour of the machine a local model runs on (a small cloud CPU instance)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BoundedOptionScores(OptionScores):
+    """Option scores where some options may carry an upper bound instead of their log-prob.
+
+    ``exact[i]`` says whether ``logprobs[i]`` is the option's log-prob. A bound is always
+    below the best option's exact log-prob, so ``best`` is the exact argmax, and a softmax over
+    ``logprobs`` under-states the best option's share: a lower bound of its exact confidence.
+    """
+
+    exact: tuple[bool, ...] = ()
+
+    @property
+    def all_exact(self) -> bool:
+        return all(self.exact)
 
 
 class LocalBackend(Backend):
@@ -45,6 +69,7 @@ class LocalBackend(Backend):
         max_batch_size: int = 16,
         max_batch_tokens: int = 4096,
         reuse_prefix: bool = True,
+        exact_scores: bool = False,
     ):
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -54,6 +79,8 @@ class LocalBackend(Backend):
         self.price_per_hour = price_per_hour
         self.max_batch_size = max_batch_size
         self.reuse_prefix = reuse_prefix
+        #: Score every option in full by default (else: the exact best, bounds for the rest).
+        self.exact_scores = exact_scores
         self.format = PromptFormat(tokenizer, chat=self.kind == "instruct")
         self.scorer = PrefixTrieScorer(model, max_batch_tokens=max_batch_tokens)
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -94,13 +121,18 @@ class LocalBackend(Backend):
     # -- Backend ------------------------------------------------------------------------------
 
     def generate(self, prompts: Sequence[Chat], options: GenerateOptions | None = None) -> list[Generation]:
-        """Greedy by default. ``json_mode`` is not enforced here: the arms validate what comes back.
+        """Greedy by default.
 
         An instruct model stops at its end-of-turn token; a base model at the end of an answer
         as prompt_format defines it (the end of the line after one message, else a blank line).
+        ``json_mode``: the answer starts with ``{`` (written into the prompt, and part of the
+        returned text) and ends where that object closes (see json_stop); what is inside is
+        the model's, and the arms validate it. Without the opening brace a small chat model
+        answers the request in prose (SmolLM2-135M on SNIPS: 0 of 4 replies were JSON).
         """
         options = options or GenerateOptions()
-        texts = [self.format.text(p) for p in prompts]
+        lead = JSON_LEAD if options.json_mode else ""
+        texts = [self.format.text(p) + lead for p in prompts]
         encoded = [self.format.tokenize(t) for t in texts]
         results: list[Generation | None] = [None] * len(prompts)
         groups: dict[AnswerAffixes, list[int]] = {}  # a batch shares its stop markers
@@ -111,14 +143,19 @@ class LocalBackend(Backend):
             for start in range(0, len(order), self.max_batch_size):
                 batch = order[start : start + self.max_batch_size]
                 began = time.perf_counter()
-                outputs = self._generate_batch([encoded[i] for i in batch], options, affixes)
+                outputs = self._generate_batch([encoded[i] for i in batch], options, affixes, lead)
                 share = (time.perf_counter() - began) / len(batch)
                 for index, (text, n_out, finish) in zip(batch, outputs):
                     usage = Usage(len(encoded[index]), n_out, share, self._cost(share))
                     results[index] = Generation(text=text, usage=usage, finish_reason=finish)
         return results  # type: ignore[return-value]
 
-    def score_options(self, prompts: Sequence[Chat], options: Sequence[str]) -> list[OptionScores]:
+    def score_options(
+        self, prompts: Sequence[Chat], options: Sequence[str], *, exact: bool | None = None
+    ) -> list[BoundedOptionScores]:
+        """Log-probs of every option after every prompt; ``exact`` (default: ``exact_scores``)
+        scores all in full, else only as far as finding each prompt's best option needs."""
+        exact = self.exact_scores if exact is None else exact
         if not options:
             raise TunewiseError("score_options needs at least one option", where="options", fix="pass the labels")
         began = time.perf_counter()
@@ -126,6 +163,7 @@ class LocalBackend(Backend):
         encoded = [self.format.tokenize(t) for t in texts]
         self._drop_caches_if_weights_changed()
         scores = torch.zeros(len(prompts), len(options), dtype=torch.float64)
+        complete = torch.ones(len(prompts), len(options), dtype=torch.bool)
         # A base model's answer starts and ends differently after a text to continue than after
         # paragraphs (see prompt_format), so option tokens differ: one trie per kind of prompt.
         groups: dict[AnswerAffixes, list[int]] = {}
@@ -134,14 +172,20 @@ class LocalBackend(Backend):
         for affixes, members in groups.items():
             trie, option_ids = self._trie(affixes, tuple(options))
             member_ids = [encoded[i] for i in members]
-            if self.scorer.supported:
-                block = self.scorer.score(member_ids, trie, reuse_prefix=self.reuse_prefix)
+            if not self.scorer.supported:
+                scores[members] = score_naive(self.model, member_ids, option_ids, pad_id=self._pad_id)
+            elif exact:
+                scores[members] = self.scorer.score(member_ids, trie, reuse_prefix=self.reuse_prefix)
             else:
-                block = score_naive(self.model, member_ids, option_ids, pad_id=self._pad_id)
-            scores[members] = block
+                block, done = self.scorer.score_best_first(member_ids, trie, reuse_prefix=self.reuse_prefix)
+                scores[members], complete[members] = block, done
         share = (time.perf_counter() - began) / max(1, len(prompts))
         return [
-            OptionScores(tuple(scores[i].tolist()), Usage(len(encoded[i]), 0, share, self._cost(share)))
+            BoundedOptionScores(
+                tuple(scores[i].tolist()),
+                Usage(len(encoded[i]), 0, share, self._cost(share)),
+                exact=tuple(complete[i].tolist()),
+            )
             for i in range(len(prompts))
         ]
 
@@ -166,7 +210,7 @@ class LocalBackend(Backend):
 
     @torch.inference_mode()
     def _generate_batch(
-        self, batch: list[list[int]], options: GenerateOptions, affixes: AnswerAffixes
+        self, batch: list[list[int]], options: GenerateOptions, affixes: AnswerAffixes, lead: str = ""
     ) -> list[tuple[str, int, str]]:
         device = self.model.device
         stops = tuple(options.stop) if self.format.chat else (*options.stop, affixes.end)
@@ -189,11 +233,13 @@ class LocalBackend(Backend):
         )
         if sampling:
             torch.manual_seed(options.seed)
+        json_end = JsonObjectEnd(self.tokenizer, width, lead) if options.json_mode else None
         output = self.model.generate(
             input_ids=input_ids.to(device),
             attention_mask=attention.to(device),
             generation_config=config,
             tokenizer=self.tokenizer,
+            stopping_criteria=StoppingCriteriaList([json_end]) if json_end else None,
         )
         results = []
         for row in output[:, width:].tolist():
@@ -201,12 +247,15 @@ class LocalBackend(Backend):
             ended = n_out is not None
             if n_out is None:  # finished by a stop string (then padded) or by the length limit
                 n_out = next((i for i, t in enumerate(row) if t == self._pad_id), len(row))
-            text = self.tokenizer.decode(row[:n_out], skip_special_tokens=True)
-            if not self.format.chat:
+            text = lead + self.tokenizer.decode(row[:n_out], skip_special_tokens=True)
+            if not self.format.chat and not lead:
                 text = text.removeprefix(affixes.lead)
-            cut = min((text.find(s) for s in stops if s in text), default=-1)
-            if cut >= 0:
-                text, ended = text[:cut], True
+            cuts = [text.find(s) for s in stops if s in text]
+            closed = object_end(text) if options.json_mode else None
+            if closed is not None:
+                cuts.append(closed)
+            if cuts:
+                text, ended = text[: min(cuts)], True
             finish = "stop" if ended or n_out < options.max_new_tokens else "length"
             results.append((text, n_out, finish))
         return results
@@ -287,7 +336,7 @@ def _from_pretrained(resolved: ResolvedModel, device: torch.device, dtype: torch
             model, tokenizer = _load_from_hub(resolved, dtype)
     except TunewiseError:
         raise
-    except Exception as error:  # noqa: BLE001 - every loading failure becomes one the user can act on
+    except Exception as error:
         raise _load_error(resolved, error) from error
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -18,9 +18,19 @@ naively runs 151 x 675 tokens per example. Here, per call:
 Measured on CLINC150 with SmolLM2-135M (fp32, one thread of a busy 2-core machine): 3.2 s per
 example, against 5.2 s without the shared prefix and 18 s for each example's own cache followed
 by all 151 options as a batch; all three chose the same labels, scores within 1e-4. What is left
-is the trie's ~440 tokens per example through every MLP, which exactness requires. (A custom
-attention that reads the prefix once and skips the mask's empty trie block halved attention
-time but moved the total by less than the machine's noise, so plain SDPA stayed.)
+is the trie's ~440 tokens per example through every MLP, which scoring every option requires.
+(A custom attention that reads the prefix once and skips the mask's empty trie block halved
+attention time but moved the total by less than the machine's noise, so plain SDPA stayed.)
+
+Classification needs the best option, not all of them: ``score_best_first`` (``_BestFirst``)
+is branch and bound over the same trie. An option's log-prob is at most that of any of its
+prefixes, so nodes are run best bound first, a few per prompt per round, the prompts of a
+batch packed side by side into one sequence, until each prompt's best complete option beats
+every node not yet run. The argmax is exact; the other options get an upper bound (flagged as
+such), which only ever under-states the best option's softmax share. How much it saves depends
+on how sure the model is: on CLINC150 with SmolLM2-135M, a zero-shot prompt the model mostly
+answers in prose (best label ~e^-13) still runs ~175 of 424 nodes per example; with an answer
+format it follows (few-shot) ~8 of 151 labels are finished and the rest stop at a prefix.
 
 Models whose layers this mask cannot describe (recurrent or chunked-attention hybrids), or whose
 attention kernel ignores 4-D masks (flash-attention), are scored by ``score_naive``: one plain
@@ -29,9 +39,12 @@ forward pass per (prompt, option), right-padded.
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from transformers import DynamicCache
 
@@ -50,6 +63,11 @@ class OptionTrie:
     source_rows: torch.Tensor
     tokens: torch.Tensor
     owners: torch.Tensor
+    # The same trie row by row, for the best-first search: what each row's logits predict.
+    row_children: tuple[tuple[int, ...], ...] = ()  # [1 + N] internal nodes whose token the row predicts
+    row_leaves: tuple[tuple[int, ...], ...] = ()  # [1 + N] options whose last token the row predicts
+    option_last_tokens: tuple[int, ...] = ()  # [options] each option's last token (-1: an empty option)
+    option_rows: tuple[tuple[int, ...], ...] = ()  # [options] the rows on each option's path, root first
 
     @classmethod
     def build(cls, option_tokens: Sequence[Sequence[int]]) -> OptionTrie:
@@ -75,6 +93,18 @@ class OptionTrie:
                     node_parent.append(parent)
                 row, parent = 1 + node, node
         n = len(node_tokens)
+        row_children: list[list[int]] = [[] for _ in range(1 + n)]
+        for node, parent in enumerate(node_parent):
+            row_children[1 + parent].append(node)  # parent -1 is the root, row 0
+        row_leaves: list[list[int]] = [[] for _ in range(1 + n)]
+        option_rows: list[tuple[int, ...]] = []
+        option_last_tokens: list[int] = []
+        for option, seq in enumerate(option_tokens):
+            rows = [0] + [1 + node_of_prefix[tuple(seq[: j + 1])] for j in range(len(seq) - 1)]
+            option_rows.append(tuple(rows[: len(seq)]))
+            option_last_tokens.append(seq[-1] if seq else -1)
+            if seq:
+                row_leaves[rows[len(seq) - 1]].append(option)
         ancestors = torch.zeros(n, n, dtype=torch.bool)
         depth = torch.zeros(n, dtype=torch.long)
         for i, parent in enumerate(node_parent):  # parents are always created before children
@@ -90,6 +120,10 @@ class OptionTrie:
             source_rows=torch.tensor(source_rows, dtype=torch.long),
             tokens=torch.tensor(tokens, dtype=torch.long),
             owners=torch.tensor(owners, dtype=torch.long),
+            row_children=tuple(map(tuple, row_children)),
+            row_leaves=tuple(map(tuple, row_leaves)),
+            option_last_tokens=tuple(option_last_tokens),
+            option_rows=tuple(option_rows),
         )
 
     @property
@@ -112,8 +146,12 @@ class PrefixTrieScorer:
         *,
         max_batch_tokens: int = 4096,
         max_logits_bytes: int = 768 << 20,
+        expand_per_round: int = 4,
+        max_round_tokens: int = 1024,
     ):
         self.model = model
+        self.expand_per_round = expand_per_round
+        self.max_round_tokens = max_round_tokens
         self.max_batch_tokens = max_batch_tokens
         self.max_logits_bytes = max_logits_bytes
         config = model.config.get_text_config(decoder=True)
@@ -178,6 +216,42 @@ class PrefixTrieScorer:
                 picked = row_logits[source_rows, option_tokens] - log_norm[source_rows]
                 out[index].index_add_(0, trie.owners, picked.double().cpu())
         return out
+
+    @torch.inference_mode()
+    def score_best_first(
+        self, prompts: Sequence[Sequence[int]], trie: OptionTrie, *, reuse_prefix: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The best option of every prompt, exactly, with most options' tails never run.
+
+        Returns ([prompts, options] float64 log-probs, [prompts, options] bool: exact). An option
+        never fully scored gets an upper bound instead (the log-prob of its longest scored
+        prefix), always below the best option's exact score, so the argmax is the one
+        ``score`` gives, and a softmax over these numbers under-states the best option's share
+        (it is a lower bound of the exact one): a caller that routes on confidence errs towards
+        "unsure". See the module doc.
+        """
+        out = torch.zeros(len(prompts), trie.n_options, dtype=torch.float64)
+        exact = torch.zeros(len(prompts), trie.n_options, dtype=torch.bool)
+        if not prompts:
+            return out, exact
+        shared = _common_prefix_length(prompts) if reuse_prefix else 0
+        shared = min(shared, min(len(p) for p in prompts) - 1)
+        past = self._prefix_kv(tuple(prompts[0][:shared])) if shared > 0 else []
+        # Examples are searched side by side, packed into one row: a group's suffixes must fit.
+        start = 0
+        while start < len(prompts):
+            group, tokens = [start], len(prompts[start]) - shared
+            while start + len(group) < len(prompts):
+                more = len(prompts[start + len(group)]) - shared
+                if tokens + more > self.max_batch_tokens:
+                    break
+                group.append(start + len(group))
+                tokens += more
+            start += len(group)
+            search = _BestFirst(self, trie, past, shared, [prompts[i][shared:] for i in group])
+            scores, done = search.run()
+            out[group], exact[group] = scores, done
+        return out, exact
 
     def _score_rows(
         self,
@@ -275,6 +349,198 @@ class PrefixTrieScorer:
             return mask  # sdpa takes a boolean mask as is: True = may attend
         dtype = self.model.dtype
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
+
+
+class _BestFirst:
+    """Branch and bound over one option trie for a group of prompts, packed into one sequence.
+
+    An option's log-prob is at most that of any of its prefixes, so each trie node carries an
+    upper bound (its path's log-prob) for every option below it. Per prompt, the frontier
+    (nodes whose bound is known but whose own forward pass has not run) is expanded best
+    first; a prompt is done once its best complete option scores strictly more than every
+    frontier node (a tie is expanded: equal scores go to the first option, as in ``score``).
+
+    Each round runs, for every unfinished prompt, its best frontier nodes that can still win:
+    ``expand_per_round`` in its first round and twice as many in each later one. A round
+    re-reads every weight of the model, so on a CPU a round of 30 tokens costs nearly what one
+    of 300 does: a prompt the model is unsure of (hundreds of nodes to run) needs a dozen
+    rounds instead of fifty, while a sure one still stops after one or two. (Running the
+    chain of single children below a node in the same round, whose tokens are known before
+    its logits are, saved rounds but ran 30% more tokens on CLINC150, so it went.) All rows of a
+    round go into one packed sequence against [shared prefix, the group's earlier tokens]:
+    a query sees the prefix, its own prompt's suffix and its own trie ancestors, nothing of
+    another prompt's. The packed context keeps only what a later round can attend to.
+    """
+
+    def __init__(self, scorer: PrefixTrieScorer, trie: OptionTrie, past, shared: int, suffixes):
+        self.scorer, self.trie, self.past, self.shared = scorer, trie, past, shared
+        self.suffixes = [list(s) for s in suffixes]
+        self.device = scorer.model.device
+        n = len(suffixes)
+        rows = 1 + trie.n_nodes
+        self.bound = np.full((n, rows), math.nan)  # the path log-prob of each row (nan: not reached)
+        self.bound[:, 0] = 0.0
+        self.scores = np.full((n, trie.n_options), -math.inf)
+        self.exact = np.zeros((n, trie.n_options), dtype=bool)
+        self.best: list[tuple[float, int]] = [(-math.inf, trie.n_options)] * n  # (score, option)
+        self.frontier: list[list[tuple[float, int]]] = [[] for _ in range(n)]  # heaps of (-bound, node)
+        self.done = [False] * n
+        self.width = [scorer.expand_per_round] * n  # nodes to pop per prompt in its next round
+        self.depth = trie.node_depth.tolist()
+        self.node_tokens = trie.node_tokens.tolist()
+        self.ancestors = trie.ancestors.to(self.device)
+        # The packed context after the shared prefix: its KV per layer and, per column, the
+        # prompt it belongs to and its trie node (-1: a suffix token).
+        self.context_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.context_owner = torch.empty(0, dtype=torch.long, device=self.device)
+        self.context_node = torch.empty(0, dtype=torch.long, device=self.device)
+        self.context_position = torch.empty(0, dtype=torch.long, device=self.device)
+        for i, option_rows in enumerate(trie.option_rows):
+            if not option_rows:  # an empty option: log-prob 0, complete before any pass
+                for p in range(n):
+                    self._complete(p, i, 0.0)
+
+    def run(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self._round_zero()
+        while not all(self.done):
+            active = sum(not d for d in self.done)
+            share = max(1, self.scorer.max_round_tokens // max(active, 1))  # caps a round's logits
+            picked = [self._pick(p, share) for p in range(len(self.suffixes))]
+            if not any(picked):
+                break
+            self._round(picked)
+        # Options never completed: the bound of the deepest row on their path that was reached.
+        for p in range(len(self.suffixes)):
+            for option in np.flatnonzero(~self.exact[p]):
+                self.scores[p, option] = np.nanmin(self.bound[p, list(self.trie.option_rows[option])])
+        return torch.from_numpy(self.scores), torch.from_numpy(self.exact)
+
+    def _round_zero(self) -> None:
+        """Every prompt's own tokens (causal, packed), and the logits of each one's last token."""
+        owner, position, tokens, keep = [], [], [], []
+        for p, suffix in enumerate(self.suffixes):
+            owner += [p] * len(suffix)
+            position += range(self.shared, self.shared + len(suffix))
+            tokens += suffix
+            keep.append(len(tokens) - 1)
+        owner_t = torch.tensor(owner, device=self.device)
+        position_t = torch.tensor(position, device=self.device)
+        same = owner_t[:, None] == owner_t[None, :]
+        allowed_new = same & (position_t[:, None] >= position_t[None, :])
+        node = torch.full_like(owner_t, -1)
+        logits = self._forward(tokens, owner_t, node, position_t, allowed_new, keep)
+        for p in range(len(self.suffixes)):
+            self._expand(p, 0, logits[p])
+        self._compact()
+
+    def _pick(self, p: int, cap: int) -> list[int]:
+        """Prompt p's nodes to run this round: its best frontier nodes that could still win (at
+        most ``cap``); [] when it is done."""
+        if self.done[p]:
+            return []
+        heap, (best, _) = self.frontier[p], self.best[p]
+        picked: list[int] = []
+        width = min(self.width[p], cap)
+        self.width[p] *= 2
+        while heap and len(picked) < width and -heap[0][0] >= best:
+            picked.append(heapq.heappop(heap)[1])
+        if not picked:
+            self.done[p] = True
+        return picked
+
+    def _round(self, picked: list[list[int]]) -> None:
+        owner, node, position, tokens = [], [], [], []
+        for p, nodes in enumerate(picked):
+            owner += [p] * len(nodes)
+            node += nodes
+            position += [self.shared + len(self.suffixes[p]) + self.depth[n] for n in nodes]
+            tokens += [self.node_tokens[n] for n in nodes]
+        owner_t = torch.tensor(owner, device=self.device)
+        node_t = torch.tensor(node, device=self.device)
+        position_t = torch.tensor(position, device=self.device)
+        # A node's ancestors all ran in earlier rounds: within its round it sees only itself.
+        allowed_new = torch.eye(len(tokens), dtype=torch.bool, device=self.device)
+        logits = self._forward(tokens, owner_t, node_t, position_t, allowed_new, list(range(len(tokens))))
+        row = 0
+        for p, nodes in enumerate(picked):
+            for n in nodes:
+                self._expand(p, 1 + n, logits[row])
+                row += 1
+        self._compact()
+
+    def _compact(self) -> None:
+        """Keep in the context only what a later round can attend to: a prompt's suffix and the
+        ancestors of its frontier nodes that can still win (the best only rises, so a node
+        below it never runs). Without this, late rounds attend to every node ever run."""
+        needed = torch.zeros(len(self.suffixes), 1 + self.trie.n_nodes, dtype=torch.bool, device=self.device)
+        for p, heap in enumerate(self.frontier):
+            best = self.best[p][0]
+            alive = [node for negative, node in heap if -negative >= best]
+            if alive:
+                needed[p, 0] = True  # the suffix
+                needed[p, 1:] = self.ancestors[alive].any(0)
+        keep = needed[self.context_owner, self.context_node + 1]
+        if bool(keep.all()):
+            return
+        columns = keep.nonzero().flatten()
+        self.context_kv = [(k[:, :, columns], v[:, :, columns]) for k, v in self.context_kv]
+        self.context_owner = self.context_owner[columns]
+        self.context_node = self.context_node[columns]
+        self.context_position = self.context_position[columns]
+
+    def _expand(self, p: int, row: int, logits: torch.Tensor) -> None:
+        """Row ``row`` of prompt ``p`` has run: bound its children, complete its options."""
+        children, leaves = self.trie.row_children[row], self.trie.row_leaves[row]
+        if not children and not leaves:
+            return
+        wanted = [self.node_tokens[c] for c in children] + [self.trie.option_last_tokens[o] for o in leaves]
+        logits = logits.float()
+        picked = (logits[wanted] - torch.logsumexp(logits, dim=-1)).double().cpu().numpy()
+        values = (self.bound[p, row] + picked).tolist()
+        for child, value in zip(children, values):
+            self.bound[p, 1 + child] = value
+            heapq.heappush(self.frontier[p], (-value, child))
+        for option, value in zip(leaves, values[len(children) :]):
+            self._complete(p, option, value)
+
+    def _complete(self, p: int, option: int, score: float) -> None:
+        self.scores[p, option] = score
+        self.exact[p, option] = True
+        best, first = self.best[p]
+        if score > best or (score == best and option < first):
+            self.best[p] = (score, option)
+
+    def _forward(self, tokens, owner, node, position, allowed_new, keep) -> torch.Tensor:
+        """Run the packed queries against [prefix, context]; keep their KV; logits of ``keep``."""
+        shared, device = self.shared, self.device
+        q_len, c_len = len(tokens), int(self.context_owner.numel())
+        allowed = torch.zeros(q_len, shared + c_len + q_len, dtype=torch.bool, device=device)
+        allowed[:, :shared] = True
+        if c_len:
+            mine = owner[:, None] == self.context_owner[None, :]
+            context_node = self.context_node.clamp(min=0)
+            ancestor = (self.context_node[None, :] < 0) | (
+                self.ancestors[node.clamp(min=0)][:, context_node] & (node[:, None] >= 0)
+            )
+            allowed[:, shared : shared + c_len] = mine & ancestor
+        allowed[:, shared + c_len :] = allowed_new
+        key_positions = torch.cat([torch.arange(shared, device=device), self.context_position, position])
+        if not self.past or not self.context_kv:
+            past = self.past or self.context_kv
+        else:
+            past = [(torch.cat([pk, ck], 2), torch.cat([pv, cv], 2))
+                    for (pk, pv), (ck, cv) in zip(self.past, self.context_kv)]
+        ids = torch.tensor([tokens], dtype=torch.long, device=device)
+        logits, cache = self.scorer._forward(
+            past, ids, position[None, :], allowed[None], key_positions[None, :],
+            torch.tensor(keep, device=device),
+        )
+        # The round's tokens join the context; _compact drops what no later round needs.
+        self.context_owner = torch.cat([self.context_owner, owner])
+        self.context_node = torch.cat([self.context_node, node])
+        self.context_position = torch.cat([self.context_position, position])
+        self.context_kv = [(layer.keys[:, :, shared:], layer.values[:, :, shared:]) for layer in cache.layers]
+        return logits[0]
 
 
 @torch.inference_mode()

@@ -223,3 +223,61 @@ class EmbeddingCache(Base):
     dim: Mapped[int] = mapped_column(Integer)
     vector: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# -- knowledge (RAG) ---------------------------------------------------------------------------
+# A named collection of documents, cut into chunks, each with its embedding. The vector blob
+# is the source of truth on both backends: the embedded exact index reads it, and on
+# PostgreSQL with pgvector the knowledge module mirrors it into an indexed vector column
+# (see knowledge/vectors.py for why that table is not part of the migrations).
+
+
+class KnowledgeCollection(Base):
+    """A named set of documents (``tunewise knowledge add FOLDER --name NAME``), bound to one
+    embedding model and one chunking configuration; changing either re-embeds on next sync."""
+
+    __tablename__ = "knowledge_collections"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    folder: Mapped[str | None] = mapped_column(Text)  # the folder last synced, absolute
+    embedder: Mapped[str] = mapped_column(String(500))  # Embedder.model_id
+    dim: Mapped[int] = mapped_column(Integer)
+    chunking: Mapped[dict[str, Any]] = mapped_column(JSONDocument)  # the ChunkConfig used
+    fingerprint: Mapped[str] = mapped_column(String(64))  # changes with content, embedder, chunking
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class KnowledgeDocument(Base):
+    """One file of a collection, by its path relative to the folder, with its content hash:
+    a re-sync re-reads only files whose hash changed."""
+
+    __tablename__ = "knowledge_documents"
+    __table_args__ = (UniqueConstraint("collection_id", "path"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    collection_id: Mapped[int] = mapped_column(Id, ForeignKey("knowledge_collections.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(String(1000))  # POSIX, relative to the folder
+    sha256: Mapped[str] = mapped_column(String(64))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(20))  # the reader: markdown, text, html, pdf, json, jsonl
+    chunks: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class KnowledgeChunk(Base):
+    """A retrievable piece of a document: its text, where it came from (heading path,
+    paragraph range, character span, page), and its embedding (float32, little-endian)."""
+
+    __tablename__ = "knowledge_chunks"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    collection_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("knowledge_collections.id", ondelete="CASCADE"), index=True
+    )
+    document_id: Mapped[int] = mapped_column(Id, ForeignKey("knowledge_documents.id", ondelete="CASCADE"), index=True)
+    ordinal: Mapped[int] = mapped_column(Integer)  # the chunk's place in its document
+    text: Mapped[str] = mapped_column(Text)
+    position: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)

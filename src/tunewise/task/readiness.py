@@ -8,7 +8,9 @@ Four items, each ``met``, ``not_met`` or ``unknown`` with the evidence behind it
    schema for extraction), so "correct" has one meaning a model can be trained toward.
 3. ``metric``: a clear metric, named in the card or a sound default for the kind.
 4. ``prompting_gap``: prompting demonstrably falls short. Only a bake-off can show it, so
-   it stays ``unknown`` until one passes a ``PromptingGap``.
+   it stays ``unknown`` until one passes a ``PromptingGap`` (the verdict builds it: the best
+   prompting arm against the quality bar and against the best other arm, paired and
+   Holm-corrected), and then says yes or no and by how much.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class PromptingGap:
     best_other_arm: str | None = None  # the best arm that is not prompting (lora, distill, ...)
     other_score: float | None = None
     other_significantly_better: bool | None = None  # from a paired test; None if not run
+    difference: tuple[float, float, float] | None = None  # other - prompting: (estimate, CI low, CI high)
+    p_holm: float | None = None  # the paired test's p-value, Holm-corrected across the arms compared
 
 
 def readiness(
@@ -138,16 +142,36 @@ def prompting_gap_item(gap: PromptingGap | None) -> ReadinessItem:
     low, high = gap.prompting_ci or (gap.prompting_score, gap.prompting_score)
     if gap.prompting_ci is not None:
         prompt += f" (95% CI {low:.3g}-{high:.3g})"
+    other = _other_arm_words(gap)
     if gap.quality_bar is not None:
+        short = gap.quality_bar - gap.prompting_score
         if high < gap.quality_bar:
-            return ReadinessItem(key, title, "met", f"{prompt}, below the quality bar {gap.quality_bar:.3g}")
+            return ReadinessItem(key, title, "met", f"yes, by {short:.3g} {gap.metric}: {prompt}, below the quality "
+                                                    f"bar {gap.quality_bar:.3g} even at its interval's top{other}")
         if low >= gap.quality_bar:
-            return ReadinessItem(key, title, "not_met", f"{prompt}, which meets the quality bar "
-                                                        f"{gap.quality_bar:.3g}: prompting is good enough")
+            return ReadinessItem(key, title, "not_met", f"no: {prompt}, which meets the quality bar "
+                                                        f"{gap.quality_bar:.3g}: prompting is good enough{other}")
     if gap.other_significantly_better is None or gap.best_other_arm is None:
         bar = f", straddling the quality bar {gap.quality_bar:.3g}" if gap.quality_bar is not None else ""
         return ReadinessItem(key, title, "unknown", f"{prompt}{bar}; no paired comparison with another arm yet")
-    other = f"{gap.best_other_arm} scores {gap.other_score:.3g}" if gap.other_score is not None else gap.best_other_arm
     if gap.other_significantly_better:
-        return ReadinessItem(key, title, "met", f"{prompt}; {other}, significantly better")
-    return ReadinessItem(key, title, "not_met", f"{prompt}; {other}, not significantly better")
+        return ReadinessItem(key, title, "met", f"yes: {prompt}{other}")
+    return ReadinessItem(key, title, "not_met", f"no: {prompt}{other}")
+
+
+def _other_arm_words(gap: PromptingGap) -> str:
+    """"; lora scores 0.93, 0.12 higher (95% CI 0.07-0.17, Holm p 0.001): significantly better"."""
+    if gap.best_other_arm is None:
+        return ""
+    text = f"; {gap.best_other_arm}"
+    if gap.other_score is not None:
+        text += f" scores {gap.other_score:.3g}"
+    if gap.difference is not None:
+        delta, low, high = gap.difference
+        text += f", {abs(delta):.3g} {'higher' if delta >= 0 else 'lower'} (95% CI {low:+.3g} to {high:+.3g}"
+        text += f", Holm p {gap.p_holm:.2g})" if gap.p_holm is not None else ")"
+    if gap.other_significantly_better is True:
+        text += ", significantly better"
+    elif gap.other_significantly_better is False:
+        text += ", not significantly better"
+    return text
