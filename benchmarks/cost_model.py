@@ -6,8 +6,9 @@ smollm2-135m-instruct, on the bundled support-ticket task):
 1. bake-off: the real `run_bakeoff` answers a seeded sample of the test split, storing every
    answer with its measured compute time (no answer reused from the call cache);
 2. predict: the verdict reads that run back (`verdict.evidence`) and prices a request the way
-   the TCO does (`verdict.pricing.cost_input`: mean measured compute seconds x the card's
-   machine price). The prediction for a held-out batch of n requests is n x that;
+   the TCO does (`verdict.pricing.cost_input`: mean measured compute seconds per request once
+   warm - the first batch, which also pays one-time warm-up, left out - x the card's machine
+   price). The prediction for a held-out batch of n requests is n x that;
 3. measure: the same arm, prepared again, answers a held-out batch (a seeded sample of the
    validation split: inputs the bake-off never saw) in its own batch size; the wall time of
    its `predict` calls is the measured compute, x the machine price the measured cost.
@@ -199,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # 2. the TCO's price of one request, read back from the store
             evidence = load_evidence(runs, result.run_id, card, reload_data=False).arm(arm.name)
             cost, _ = cost_input(evidence, card)
-            seconds = evidence.compute_s_per_request or 0.0
+            seconds = evidence.steady_compute_s_per_request or 0.0
             row = ArmAccuracy(arm=arm.name, sample=evidence.n, heldout=len(heldout),
                               compute_ms_per_request=seconds * 1000, predicted_s=len(heldout) * seconds,
                               measured_s=held.seconds, predicted_usd=len(heldout) * cost.cost_per_request_usd,

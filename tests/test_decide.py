@@ -339,3 +339,15 @@ def test_macro_f1_without_a_label_list_or_data_still_pairs_the_arms_on_one_label
     assert verdict.metric == "macro_f1" and lora["vs_best_prompt"]["significant"]
     assert lora["vs_best_prompt"]["test"] == "paired bootstrap"
     assert any("labels in the test answers" in c for c in verdict.recommendation.caveats)
+
+
+def test_local_requests_are_priced_once_warm_leaving_out_the_first_batch(store, tmp_path):
+    # 200 answers in batches of 16; the first batch also paid 8 s of one-time warm-up.
+    verdict = verdict_for(store, tmp_path, [
+        FixtureArm(f"zero_shot@{SMOL}", accuracy=0.9, latency_ms=500, warmup_ms=8000),
+    ])
+    arm = arm_of(verdict, f"zero_shot@{SMOL}")
+    assert max(arm["latencies_ms"]) == pytest.approx(1000) and min(arm["latencies_ms"]) == pytest.approx(500)
+    assert arm["cost_per_1k_usd"] == pytest.approx(1000 * 0.5 * 0.10 / 3600)  # 500 ms at $0.10 an hour
+    notes = verdict.to_dict()["tco"]["assumptions"]["notes"]
+    assert any("500 ms per request (the first batch's warm-up left out)" in note for note in notes)

@@ -211,24 +211,32 @@ def test_the_injection_corpus_through_a_tiny_real_model(tmp_path: Path, tiny_lla
 BUNDLED = ["smollm2-135m-instruct", "gemma3-270m"]
 
 
+@pytest.fixture(scope="module", params=BUNDLED)
+def bundled(request, tmp_path_factory):
+    from tunewise.models.local import LocalBackend
+
+    with pytest.MonkeyPatch.context() as patch:  # one converted copy of the model for the module
+        patch.setenv("TUNEWISE_HOME", str(tmp_path_factory.mktemp("models-home")))
+        backend = LocalBackend.load(request.param, device="cpu")
+    yield request.param, backend
+    backend.close()
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("model", BUNDLED)
-def test_planted_instructions_win_under_2_percent_with_the_bundled_models(model, tmp_path: Path):
+def test_planted_instructions_win_under_2_percent_with_the_bundled_models(bundled, tmp_path: Path):
     from tunewise.knowledge import KnowledgeBase
     from tunewise.knowledge.embed import Embedder
-    from tunewise.models.load import load_backend
     from tunewise.store import open_store
 
+    model, backend = bundled
     card_path, cases = write_task(tmp_path)
     card = load_card(card_path)
-    backend = load_backend(model, card)
     results = {}
     with open_store(f"sqlite:///{tmp_path / 'runs.db'}") as store:
         kb = KnowledgeBase.open(store, Embedder.load("all-minilm-l6-v2", store=store), name="ferries")
         kb.sync(card.resolve(card.knowledge))
         for neutralise in (False, True):
             results[neutralise] = outcome(cases, answer_all(card_path, backend, neutralise=neutralise, retriever=kb))
-    backend.close()
     unguarded, guarded = results[False], results[True]
     print(f"\n{model}: planted instruction won {len(guarded.wins)}/{guarded.n} = {guarded.rate:.1%} guarded "
           f"(model followed it in {guarded.raw_rate:.1%} of raw replies; {sorted(guarded.wins)}), "

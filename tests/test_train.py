@@ -51,7 +51,9 @@ def llama(tiny_llama) -> LocalBackend:
 def reference(llama, tmp_path_factory) -> dict:
     """One uninterrupted FAST run: the adapter every interrupted run must end up equal to."""
     out = tmp_path_factory.mktemp("reference")
-    result = train_adapter(llama, tiny_pairs(), validation_pairs(), FAST, out_dir=out)
+    with pytest.MonkeyPatch.context() as patch:  # a module fixture runs outside the per-test home
+        patch.setenv("TUNEWISE_HOME", str(tmp_path_factory.mktemp("reference-home")))
+        result = train_adapter(llama, tiny_pairs(), validation_pairs(), FAST, out_dir=out)
     return {"result": result, "tensors": adapter_tensors(out)}
 
 
@@ -267,3 +269,55 @@ def test_no_pair_fits_the_sequence_limit(llama):
 
     with pytest.raises(TunewiseError, match="max_sequence_tokens"):
         train_adapter(llama, tiny_pairs(copies=1), [], LoraSettings(max_sequence_tokens=8))
+
+
+def test_a_model_spec_loads_with_the_adapter_too(tiny_llama, reference):
+    tuned = load_adapter(str(tiny_llama), reference["result"].adapter_dir)
+    prompts = [chat(f"{text} 1") for text, _ in MAPPING]
+    assert [LABELS[s.best] for s in tuned.score_options(prompts, LABELS)] == [label for _, label in MAPPING]
+
+
+def test_checkpoints_of_another_run_in_the_folder_are_not_resumed(llama, tmp_path):
+    out = tmp_path / "shared-folder"
+
+    def stop_at_5(progress):
+        if progress.event == "step" and progress.step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_adapter(llama, tiny_pairs(copies=2), [], LoraSettings(rank=4, checkpoint_every=2, threads=1),
+                      out_dir=out, progress=stop_at_5)
+    notes = []
+    result = train_adapter(llama, tiny_pairs(copies=2), [], LoraSettings(rank=8, max_steps=2, threads=1), out_dir=out,
+                           progress=lambda p: notes.append(p.message) if p.event == "note" else None)
+    assert result.resumed_from is None and result.steps == 2
+    assert any("belong to another training run" in note for note in notes)
+
+
+def test_a_base_model_learns_answers_in_its_plain_text_format(tiny_llama, tmp_path):
+    # No chat template: the prompt is plain paragraphs and an answer ends with a blank line.
+    base = tmp_path / "base-model"
+    shutil.copytree(tiny_llama, base)
+    config = json.loads((base / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (base / "tokenizer_config.json").write_text(json.dumps(config))
+    (base / "chat_template.jinja").unlink(missing_ok=True)
+    backend = LocalBackend.load(str(base), device="cpu", dtype="float32")
+    assert backend.kind == "base"
+    settings = LoraSettings(rank=4, learning_rate=2e-2, epochs=4, batch_size=4, threads=1)
+    result = train_adapter(backend, tiny_pairs(), validation_pairs(), settings, out_dir=tmp_path / "a")
+    tuned = load_adapter(backend, result.adapter_dir)
+    prompts = [chat(f"{text} 1") for text, _ in MAPPING]
+    assert [LABELS[s.best] for s in tuned.score_options(prompts, LABELS)] == [label for _, label in MAPPING]
+    assert backend.option_token_ids(["oos"], prompt=prompts[0])[0][-1] == backend.tokenizer("\n\n", add_special_tokens=False)["input_ids"][-1]
+
+
+def test_lora_layers_keep_fp32_weights_on_a_bf16_base():
+    base = torch.nn.Linear(8, 6).to(torch.bfloat16)
+    layer = LoraLinear(base, rank=2, alpha=4.0, dropout=0.0)
+    torch.nn.init.normal_(layer.lora_B)
+    x = torch.randn(3, 8, dtype=torch.bfloat16)
+    out = layer(x)
+    assert out.dtype == torch.bfloat16 and layer.lora_A.dtype == torch.float32
+    expected = base(x).float() + 2.0 * (x.float() @ layer.lora_A.T @ layer.lora_B.T)
+    torch.testing.assert_close(out.float(), expected, rtol=2e-2, atol=2e-2)

@@ -62,6 +62,7 @@ class FixtureArm(Arm):
     accuracy: float = 0.9
     wrong: tuple[int, ...] | None = None
     latency_ms: float = 100.0  # compute time attributed to each request
+    warmup_ms: float = 0.0  # one-time warm-up, shared among the first batch's requests (as a real backend's)
     tokens_in: int = 200
     tokens_out: int = 2
     cost_usd: float | None = None  # per request; None: from the model's price (see the module docstring)
@@ -118,6 +119,7 @@ class _FixtureCandidate(Candidate):
         self.prepare_usage = prepare_usage
         self._wrong = arm.wrong_indexes(n_test)
         self._request_cost = self._cost(card)
+        self._warm = False
 
     def _cost(self, card: TaskCard) -> float:
         if self.arm.cost_usd is not None:
@@ -129,12 +131,15 @@ class _FixtureCandidate(Candidate):
 
     def predict(self, batch: Sequence[Example]) -> list[Prediction]:
         answers = []
+        warmup = 0.0 if self._warm else self.arm.warmup_ms / len(batch)
+        self._warm = True
+        latency_s = (self.arm.latency_ms + warmup) / 1000
         for example in batch:
             index = int(example.meta["index"])
             output = example.output
             if index in self._wrong:
                 output = LABELS[(LABELS.index(example.output) + 1) % len(LABELS)]
-            usage = Usage(self.arm.tokens_in, self.arm.tokens_out, self.arm.latency_ms / 1000, self._request_cost)
+            usage = Usage(self.arm.tokens_in, self.arm.tokens_out, latency_s, self._request_cost)
             answers.append(Prediction(output=output, usage=usage))
         return answers
 

@@ -116,9 +116,36 @@ def schema(out: Path | None) -> None:
         click.echo(text)
 
 
+#: Sized so that the bundled example's full bake-off (every arm that applies) ends in under 15
+#: minutes on 2 CPU cores: arms forecast to overrun it are skipped with the reason.
+DEFAULT_BUDGET = "12m"
+
+
+def _print_arm_kinds(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from tunewise.bakeoff.plan import ARM_KINDS
+
+    for name, kind in ARM_KINDS.items():
+        applies = ", ".join(sorted(k.value for k in kind.task_kinds)) if kind.task_kinds else "every task kind"
+        click.echo(f"{name:<18} {kind.help} ({applies})")
+    ctx.exit(0)
+
+
+def _write_run_report(store, run_id: int, card, out: Path | None):
+    """The verdict of a stored run, written as report.html / .md / .json: (files, verdict document)."""
+    from tunewise.store.location import tunewise_home
+    from tunewise.verdict import build_verdict
+    from tunewise.verdict.report import write_report
+
+    verdict = build_verdict(store, run_id, card).to_dict()
+    files = write_report(verdict, out or tunewise_home() / "reports" / f"run-{run_id}", run_detail=store.get_run(run_id))
+    return files, verdict
+
+
 def _parse_duration(text: str | None) -> float | None:
-    """'20m', '90s', '1.5h' or plain seconds -> seconds."""
-    if text is None:
+    """'20m', '90s', '1.5h' or plain seconds -> seconds; 'none' -> no limit."""
+    if text is None or text.strip().lower() in ("none", "off", "unlimited"):
         return None
     units = {"s": 1, "m": 60, "h": 3600}
     number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
@@ -133,20 +160,28 @@ def _parse_duration(text: str | None) -> float | None:
 
 @cli.command()
 @click.argument("task", type=click.Path(path_type=Path))
-@click.option("--arms", help="Comma-separated arm kinds: embed_classifier, zero_shot, few_shot_random, "
-              "few_shot_nearest [default: all that apply].")
+@click.option("--arms", help="Comma-separated arm kinds (see `tunewise bakeoff --help-arms`) [default: every arm "
+              "that applies to the task, cheapest first, within --budget].")
 @click.option("--models", help="Comma-separated model specs: catalog names (smollm2-135m-instruct, gemma3-270m), "
               "model folders, hub ids, or openai:MODEL[@BASE_URL] [default: smollm2-135m-instruct].")
 @click.option("--limit", type=click.IntRange(min=1), help="Score a seeded sample of this many test examples.")
-@click.option("--budget", help="Wall-clock budget, e.g. 20m; arms that do not fit are skipped with the reason.")
+@click.option("--budget", default=DEFAULT_BUDGET, show_default=True,
+              help="Wall-clock budget, e.g. 20m, 1h, or 'none'; arms that will not fit are skipped with the reason.")
 @click.option("--shots", default=5, show_default=True, type=click.IntRange(min=1), help="Examples per few-shot prompt.")
 @click.option("--no-cache", is_flag=True, help="Recompute every answer instead of reusing identical cached calls.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the test sample and the random few-shot examples.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--no-report", is_flag=True, help="Do not write the verdict and the report after the run.")
+@click.option("--report-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the report [default: $TUNEWISE_HOME/reports/run-RUN_ID].")
+@click.option("--help-arms", is_flag=True, is_eager=True, expose_value=False, callback=_print_arm_kinds,
+              help="List the arm kinds and exit.")
 @click.pass_context
 def bakeoff(ctx: click.Context, task: Path, arms: str | None, models: str | None, limit: int | None,
-            budget: str | None, shots: int, no_cache: bool, seed: int, as_json: bool) -> None:
-    """Run the arms on the task's frozen test split; measure quality (95% CI), latency and cost."""
+            budget: str | None, shots: int, no_cache: bool, seed: int, as_json: bool, no_report: bool,
+            report_dir: Path | None) -> None:
+    """Run the arms on the task's frozen test split; measure quality (95% CI), latency and cost;
+    then write the verdict (what to do, what it costs over time) and the report."""
     from tunewise.bakeoff import BakeoffOptions, plan_arms, run_bakeoff
     from tunewise.display import RichObserver, print_bakeoff
     from tunewise.task import load_card
@@ -162,10 +197,21 @@ def bakeoff(ctx: click.Context, task: Path, arms: str | None, models: str | None
             click.secho("interrupted: what was answered is stored; run the same command again to resume",
                         fg="yellow", err=True)
             ctx.exit(130)
+        files, verdict = (None, {}) if no_report else _write_run_report(store, result.run_id, card, report_dir)
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2, default=str))
-    else:
-        print_bakeoff(result)
+        document = result.to_dict()
+        if files:
+            document["report"] = {"html": str(files.html), "markdown": str(files.markdown), "json": str(files.json),
+                                  "recommendation": verdict.get("recommendation")}
+        click.echo(json.dumps(document, indent=2, default=str))
+        return
+    print_bakeoff(result)
+    if files:
+        recommendation = verdict.get("recommendation") or {}
+        click.echo()
+        click.secho(f"verdict: {recommendation.get('headline', '(none)')}", bold=True)
+        click.echo(f"report:  {files.html}")
+        click.echo(f"         (also {files.markdown.name} and {files.json.name}; reopen with `tunewise report {result.run_id}`)")
 
 
 def _quiet_model_libraries() -> None:
@@ -269,16 +315,11 @@ def report(ctx: click.Context, run_id: int, out: Path | None, task: Path | None,
     """Write a bake-off's verdict as a self-contained HTML page (works offline), Markdown and JSON."""
     import webbrowser
 
-    from tunewise.store.location import tunewise_home
     from tunewise.task import load_card
-    from tunewise.verdict import build_verdict
-    from tunewise.verdict.report import write_report
 
     card = load_card(task) if task else None
     with _open_store(ctx) as store:
-        verdict = build_verdict(store, run_id, card)
-        detail = store.get_run(run_id)
-    files = write_report(verdict.to_dict(), out or tunewise_home() / "reports" / f"run-{run_id}", run_detail=detail)
+        files, _verdict = _write_run_report(store, run_id, card, out)
     for label, path in (("html", files.html), ("markdown", files.markdown), ("json", files.json)):
         click.echo(f"{label:<9} {path}")
     if open_browser and not webbrowser.open(files.html.resolve().as_uri()):

@@ -44,6 +44,16 @@ of preparing, so their tokens, time and dollars are in ``prepare_usage``.
 One bias to know: a first stage that tunes itself on validation (the embedding classifier picks
 its regularisation there) is slightly over-confident on it, so a threshold chosen on validation
 escalates a little less on test than it did on validation.
+
+Measured on CLINC150 (Larson et al. 2019, CC BY 3.0; full train, 100 validation examples for the
+sweep, a seeded 200 of test) with the default pairing embed_classifier -> few_shot_nearest@
+smollm2-135m-instruct, on the shared 2-core machine under heavy load: on validation the classifier
+scored 98% and SmolLM2 few-shot 91%, so no threshold improved on the first stage and the rule chose
+threshold 0 (escalate nothing). Test agreed: classifier 82.5%, SmolLM2 72.5%, and escalating any
+share of the least confident answers only lowered accuracy (5%: 82.0%, 25%: 77.0%, all: 72.5%),
+because SmolLM2 does worse than the classifier even on the classifier's unsure inputs (out-of-scope
+requests: 1 of 37 right against 13). A 135M model is too weak a second stage here; the cascade
+measures that instead of assuming the larger model knows better.
 """
 
 from __future__ import annotations

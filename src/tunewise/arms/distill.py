@@ -8,10 +8,11 @@ The flow, in ``Distill.prepare``:
    fine-tune). Unnamed, it is the best fine-tuned larger model of this bake-off (the best
    finished ``lora`` arm on another model), else a LoRA fine-tune of the largest catalog model
    larger than the student.
-2. The inputs: the ``pool`` file of unlabelled inputs when given, else the training inputs with
-   their labels hidden; inputs that also appear in the test split are dropped (the student
-   must not be trained on the test inputs, even with the teacher's labels), and at most
-   ``max_inputs`` of them are labelled (a seeded sample).
+2. The inputs: the ``pool`` file of unlabelled inputs when given (a task card has no field for
+   one yet, so the arm names it), else the training inputs with their labels hidden. Inputs that
+   also appear in the test split are left out (the student must not train on test inputs, even
+   with the teacher's labels), and so are those of the split the student early-stops on; at most
+   ``max_inputs`` are labelled (a seeded sample).
 3. The teacher answers every input, exactly as it would answer a test example, within half of
    the time budget left once it is ready (the student trains in the other half).
 4. Its labels are filtered, per task kind:
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import random
 import time
@@ -61,6 +63,8 @@ from tunewise.task.dataset import Dataset, Example
 
 if TYPE_CHECKING:
     from tunewise.train.curve import TestScore
+
+log = logging.getLogger(__name__)
 
 DEFAULT_STUDENT = "smollm2-135m-instruct"
 DEFAULT_MAX_INPUTS = 2000
@@ -468,14 +472,20 @@ class Distill(Arm):
         # Labelling may take at most LABELLING_SHARE of what is left; the student's training needs the rest.
         label_deadline = None if deadline is None else (
             time.perf_counter() + LABELLING_SHARE * max(0.0, deadline - time.perf_counter()))
+        log.info("%s: teacher %s ready (%.0f s); labelling %d inputs", self.name, teacher.spec, teacher_prepare_s,
+                 len(pool.items))
         labels = self._label(teacher_candidate, pool, card.kind, seed, label_deadline)
         kept = labels.kept
+        log.info("%s: %d of %d teacher labels kept (%.0f s)", self.name, len(kept), len(labels.predictions),
+                 labels.seconds)
         if not kept:
             counts = Counter(r for r in labels.dropped if r)
             raise TunewiseError(f"every teacher label was filtered out ({_reason_counts(counts)})", where=self.name,
                                 fix="lower min_confidence / min_agreement, or choose a stronger teacher")
 
         student = self._train_student(context, pool, labels, seed, deadline)
+        log.info("%s: student trained (%s after %s steps); scoring it", self.name, student.detail["stopped"],
+                 student.detail["steps"])
         examples = bakeoff_examples(context)
         student_score = _score(student.candidate, examples, metric)
         teacher_score, teacher_scored_by = _teacher_score(context, teacher, teacher_candidate, examples, metric)
@@ -586,14 +596,14 @@ def train_student(context: ArmContext, model: str, pairs: Sequence[tuple[Example
                   settings: dict[str, Any], seed: int, budget_s: float | None, name: str) -> TrainedStudent:
     """LoRA on (input, teacher answer) pairs with the lora arm's recipe (its prompt, answers and
     validation split: gold labels, for early stopping only); the candidate answers as it does."""
-    from tunewise.arms.learning_curve import LoraRecipe
+    from tunewise.arms.learning_curve import LoraRecipe, training_log
     from tunewise.train import LoraSettings, train_adapter
 
     dataset = context.dataset
     recipe = LoraRecipe(dataset, context.backend(model), seed)
     taught = [dataclasses.replace(example, output=answer, references=()) for example, answer in pairs]
     result = train_adapter(recipe.backend, recipe.pairs(taught), recipe.pairs(recipe.validation),
-                           LoraSettings(**settings), budget_s=budget_s, seed=seed,
+                           LoraSettings(**settings), budget_s=budget_s, seed=seed, progress=training_log(name),
                            meta={"task": dataset.card.name, "arm": name, "data": dataset.data_hashes,
                                  "labels": "teacher"})
     candidate = recipe.candidate(result, {"arm": "distill", "train_examples": len(taught)})

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -205,12 +205,6 @@ class _Trainer:
         self.tokens = 0  # training tokens over every size
         self.seconds = 0.0  # training seconds over every size (what it cost, resumed sessions included)
 
-    def _progress(self, event) -> None:
-        if event.event in ("eval", "checkpoint", "note"):
-            log.info("%s: %s at step %d/%d%s%s", self.arm, event.event, event.step, event.total_steps,
-                     "" if event.val_loss is None else f", validation loss {event.val_loss:.3f}",
-                     f" ({event.message})" if event.message else "")
-
     def planned_work(self, n: int) -> float:
         resolved = self.settings.resolve(n)
         return float(resolved.total_steps * resolved.batch_size)
@@ -222,7 +216,7 @@ class _Trainer:
                  "none" if budget_s is None else f"{budget_s:.0f}")
         result = train_adapter(self.recipe.backend, self.recipe.pairs(subset), self.validation, self.settings,
                                budget_s=budget_s, seed=self.seed, meta={**self.meta, "train_examples": len(subset)},
-                               progress=self._progress)
+                               progress=training_log(self.arm))
         self.tokens += result.train_tokens
         self.seconds += result.train_seconds
         candidate = self.recipe.candidate(result, {"arm": "lora_curve", "train_examples": len(subset)})
@@ -232,6 +226,17 @@ class _Trainer:
                   "adapter": result.adapter_dir.name}
         return TrainedPoint(candidate, result.train_seconds, float(max(result.steps, 1) * batch),
                             cut_short=result.stopped == "budget", detail=detail)
+
+
+def training_log(arm: str) -> Callable[[Any], None]:
+    """A ``train_adapter`` progress callback that logs evaluations, checkpoints and notes (INFO):
+    a CLINC150-sized run on a CPU takes minutes per evaluation, and silence looks like a hang."""
+    def report(event) -> None:
+        if event.event in ("eval", "checkpoint", "note"):
+            log.info("%s: %s at step %d/%d%s%s", arm, event.event, event.step, event.total_steps,
+                     "" if event.val_loss is None else f", validation loss {event.val_loss:.3f}",
+                     f" ({event.message})" if event.message else "")
+    return report
 
 
 def _record(context: ArmContext, arm_name: str, document: dict[str, Any]) -> None:

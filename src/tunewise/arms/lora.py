@@ -213,7 +213,11 @@ def forecast_training_s(n_train: int, shape: Shape, settings, speed: float) -> f
 
 def largest_fitting(n_train: int, shape: Shape, settings, speed: float, budget_s: float) -> int:
     """The most training examples whose forecast fits ``budget_s`` (at least the smaller of
-    ``n_train`` and MIN_BUDGETED_EXAMPLES: below that the run is cut by the budget instead)."""
+    ``n_train`` and MIN_BUDGETED_EXAMPLES: below that the run is cut by the budget instead).
+
+    A bisection: the forecast grows with n except where the defaults step (more data, bigger
+    batches, fewer epochs), so near a step it may settle below the largest n that would fit.
+    """
     floor = min(n_train, MIN_BUDGETED_EXAMPLES)
     if forecast_training_s(n_train, shape, settings, speed) <= budget_s:
         return n_train

@@ -5,7 +5,9 @@ Two bases, said out loud in the verdict:
 - an arm on an API model (``openai:MODEL``) pays per token: its mean measured tokens in and out
   x the model's price (the card's ``costs.prices`` override, else the dated table);
 - an arm on our own machine pays for compute time: its mean measured compute seconds per
-  request (the bake-off shares a batch's time among its members) x ``costs.machine_per_hour``.
+  request once warm (the bake-off shares a batch's time among its members; the first batch,
+  which also pays one-time warm-up, is left out when there are others) x
+  ``costs.machine_per_hour``.
 
 Recomputing from tokens and seconds (rather than reusing the stored dollars) lets a card with
 new prices re-price an old run without re-running it. A cascade mixes the two (its first stage
@@ -61,7 +63,7 @@ def cost_input(
     warnings: list[str] = []
     basis = basis_of(arm)
     machine = card.costs.machine_per_hour
-    if arm.kind == "cascade" or arm.compute_s_per_request is None and basis != "api":
+    if arm.kind == "cascade" or arm.steady_compute_s_per_request is None and basis != "api":
         per_request = arm.stored_cost_per_request_usd or 0.0
         text = f"the dollars measured per answer in the bake-off ({usd(per_request * 1000)} per 1,000 requests)"
     elif basis == "api":
@@ -76,9 +78,10 @@ def cost_input(
         if not price.known:
             warnings.append(f"{arm.name}: {price.warning}")
     else:
-        seconds = arm.compute_s_per_request or 0.0
+        seconds = arm.steady_compute_s_per_request or 0.0
         per_request = seconds * machine / 3600
-        text = f"measured local compute: {seconds * 1000:,.0f} ms per request at ${machine:g} per machine-hour"
+        text = (f"measured local compute: {seconds * 1000:,.0f} ms per request (the first batch's warm-up left out) "
+                f"at ${machine:g} per machine-hour")
     training = arm.prepare_cost_usd
     if training is None and arm.prepare_s is not None and basis != "api":
         training = arm.prepare_s * machine / 3600
