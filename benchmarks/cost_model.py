@@ -14,10 +14,12 @@ smollm2-135m-instruct, on the bundled support-ticket task):
    its `predict` calls is the measured compute, x the machine price the measured cost.
 
 Error = |predicted - measured| / measured, per arm; the target is within 15% for every arm.
-The machine is shared, and its load swings by minutes, so the two are interleaved: the
-held-out candidate is prepared first, and after each batch the bake-off stores, one held-out
-batch runs (from the bake-off's progress callback), so a busy spell slows both alike. The
-model and the embedder are loaded once and shared.
+Before the bake-off, the arm answers a few training examples once, unmeasured, so the shared
+model is warm (a served model is; see ``ArmEvidence.steady_compute_s_per_request`` for how the
+cost model leaves a cold first batch out). The machine is shared, and its load swings by
+minutes, so the two are interleaved: the held-out candidate is prepared first, and after each
+batch the bake-off stores, one held-out batch runs (from the bake-off's progress callback), so
+a busy spell slows both alike. The model and the embedder are loaded once and shared.
 Embeddings of the *training* set come from the run store's cache (``$TUNEWISE_HOME``) after
 the first run; request-time embeddings are never cached (the arms encode with use_cache=False),
 so both the bake-off and the held-out batch pay for them as production would.
@@ -75,6 +77,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default=MODEL, help=f"model for the prompting arms (default {MODEL})")
     p.add_argument("--task", type=Path, default=TASK, help="task card (default: the bundled support-ticket task)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-warm-up", dest="warm_up", action="store_false",
+                   help="do not warm the model before the bake-off (then its first batch carries the warm-up)")
     p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
     args.sample = args.sample or (8 if args.quick else 40)
@@ -188,6 +192,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             candidate = arm.prepare(ArmContext(dataset=dataset, backend=shared_backend, embedder=shared_embedder,
                                                seed=args.seed))
             size = max(1, candidate.batch_size())
+            # Warm the shared model once (weights paged in, the shared prompt prefix cached): a
+            # served model is warm, and a one-batch bake-off (--quick) has no later batch for the
+            # cost model to price from. Training examples, so neither measured set is touched.
+            if args.warm_up:
+                candidate.predict(dataset.train[: min(size, 4)])
             batches = [heldout[start:start + size] for start in range(0, len(heldout), size)]
             held = _HeldOut(candidate, batches)
             # 1. the bake-off, with fresh answers, a held-out batch after each of its batches

@@ -290,6 +290,21 @@ def test_without_a_budget_every_size_runs_and_a_cut_short_point_is_left_out_of_t
     assert [p["n"] for p in document["cut_short"]] == [300]
 
 
+def test_a_curve_whose_only_point_was_cut_short_says_so():
+    from tunewise.train.curve import run_learning_curve
+
+    dataset = scripted_dataset(2000)
+    metric = resolve_metric("accuracy", Kind.classify, labels=["a", "b"])
+    trainer = ClockedTrainer(dataset, seconds_per_example=100.0, cut_short_at=50)
+    run = run_learning_curve(trainer, dataset.train, dataset.test, metric, budget_s=600.0, seed=0,
+                             subject="LoRA on m")
+    assert trainer.sizes == [50] and run.fit.form == "none"
+    assert run.text.startswith("LoRA on m: no training size finished within the time budget, so there is no "
+                               "curve; cut short, n=50 scored accuracy")
+    assert "Not run: n=100, 250, 500, 1,000, 2,000 (the time budget)." in run.text
+    assert run.document("a")["points"] == [] and [p["n"] for p in run.document("a")["cut_short"]] == [50]
+
+
 def test_the_curve_arm_refuses_what_cannot_make_a_curve():
     from tunewise.arms.learning_curve import LearningCurve
 

@@ -309,7 +309,8 @@ def test_a_base_model_learns_answers_in_its_plain_text_format(tiny_llama, tmp_pa
     tuned = load_adapter(backend, result.adapter_dir)
     prompts = [chat(f"{text} 1") for text, _ in MAPPING]
     assert [LABELS[s.best] for s in tuned.score_options(prompts, LABELS)] == [label for _, label in MAPPING]
-    assert backend.option_token_ids(["oos"], prompt=prompts[0])[0][-1] == backend.tokenizer("\n\n", add_special_tokens=False)["input_ids"][-1]
+    paragraph_end = backend.tokenizer("\n\n", add_special_tokens=False)["input_ids"][-1]
+    assert backend.option_token_ids(["oos"], prompt=prompts[0])[0][-1] == paragraph_end
 
 
 def test_lora_layers_keep_fp32_weights_on_a_bf16_base():

@@ -606,11 +606,18 @@ def run_learning_curve(
     ceiling = 1.0 if metric.name in BUILTIN_METRICS else None  # a custom hook's scale is its own
     fit = fit_learning_curve([p for p, _ in fitted], replicates=replicates, ceiling=ceiling, quality_bar=quality_bar,
                              worthwhile_gain=worthwhile_gain, seed=seed)
-    text = describe_curve([p for p, _ in fitted], fit, metric=metric.name, subject=subject,
-                          worthwhile_gain=worthwhile_gain)
-    cut = [p.n for p in points if p.detail.get("cut_short")]
-    if cut:
-        text += f" Left out of the fit: n={', '.join(f'{n:,}' for n in cut)}, whose training the time budget cut short."
+    cut = [p for p in points if p.detail.get("cut_short")]
+    if points and not fitted:
+        head = f"{subject}: " if subject else ""
+        text = (f"{head}no training size finished within the time budget, so there is no curve; cut short, "
+                + "; ".join(f"n={p.n:,} scored {metric.name} {_num(p.value)} [{_num(p.low)}, {_num(p.high)}]"
+                            for p in cut) + ".")
+    else:
+        text = describe_curve([p for p, _ in fitted], fit, metric=metric.name, subject=subject,
+                              worthwhile_gain=worthwhile_gain)
+        if cut:
+            text += (f" Left out of the fit: n={', '.join(f'{p.n:,}' for p in cut)}, whose training the time budget "
+                     "cut short.")
     if not_run:
         sizes_left = ", ".join(f"{r['n']:,}" for r in not_run)
         text += f" Not run: n={sizes_left} (the time budget)."

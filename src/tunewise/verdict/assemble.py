@@ -146,8 +146,7 @@ def _arm_dict(evidence: RunEvidence, arm: ArmEvidence, decision: Decision, cost:
         "n": arm.n,
         "latency_p50_ms": arm.latency_percentile(50),
         "latency_p95_ms": arm.latency_percentile(95),
-        "cost_per_1k_usd": (cost.cost_per_request_usd * 1000 if cost is not None else
-                            None if arm.stored_cost_per_request_usd is None else arm.stored_cost_per_request_usd * 1000),
+        "cost_per_1k_usd": _per_1k(cost, arm),
         "cost_basis": None if cost is None else cost.basis,
         "total_usd": total,
         "prepare_s": arm.prepare_s,
@@ -159,6 +158,13 @@ def _arm_dict(evidence: RunEvidence, arm: ArmEvidence, decision: Decision, cost:
         "latencies_ms": _sampled(arm.latencies_ms, seed=arm.n),
         "errors": _errors(evidence, arm),
     }
+
+
+def _per_1k(cost: ArmCostInput | None, arm: ArmEvidence) -> float | None:
+    """Dollars per 1,000 requests: the TCO's price when the arm is costed, else as stored."""
+    if cost is not None:
+        return cost.cost_per_request_usd * 1000
+    return None if arm.stored_cost_per_request_usd is None else arm.stored_cost_per_request_usd * 1000
 
 
 def _sampled(latencies: np.ndarray, seed: int) -> list[float]:

@@ -154,7 +154,8 @@ class RunEvidence:
         for arm in self.arms:
             if arm.name == name:
                 return arm
-        raise VerdictError(f"run {self.run.id} has no arm {name!r}", fix=f"its arms: {', '.join(a.name for a in self.arms)}")
+        names = ", ".join(a.name for a in self.arms)
+        raise VerdictError(f"run {self.run.id} has no arm {name!r}", fix=f"its arms: {names}")
 
     @property
     def scored_arms(self) -> list[ArmEvidence]:
@@ -198,7 +199,8 @@ def load_evidence(store: Store, run_id: int, card: TaskCard | None = None, *, re
     curves = [dict(a.content) for a in run.artifacts
               if a.kind == "learning_curve" and isinstance(a.content, dict) and a.content.get("points")]
     return RunEvidence(run=run, card=card, metric=metric, arms=arms, inputs=inputs, dataset=dataset,
-                       training_examples=training, check=check, check_report=report, learning_curves=curves, notes=notes)
+                       training_examples=training, check=check, check_report=report, learning_curves=curves,
+                       notes=notes)
 
 
 # -- the card and the data ------------------------------------------------------------------------
