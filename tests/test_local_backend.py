@@ -118,8 +118,9 @@ def test_best_first_scores_the_best_label_exactly_and_bounds_the_rest(llama_back
     assert [r.best for r in pruned] == [r.best for r in full]
     assert sum(not e for r in pruned for e in r.exact) > 0  # some labels' tails never ran
     for bounded, exact in zip(pruned, full):
-        # Bounds only raise the others: the best label's share is a lower bound of the exact one.
-        assert softmax(bounded.logprobs)[bounded.best] <= softmax(exact.logprobs)[exact.best] + 1e-9
+        # Bounds only raise the others: the best label's share is a lower bound of the exact one
+        # (up to the float noise between two forward passes, as for the scores themselves).
+        assert softmax(bounded.logprobs)[bounded.best] <= softmax(exact.logprobs)[exact.best] + 1e-4
 
 
 def test_exact_scores_can_be_the_backend_default(tiny_llama):
