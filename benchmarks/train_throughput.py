@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import math
 import os
 import platform
 import random
@@ -50,7 +49,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-DATA = Path(os.environ.get("TUNEWISE_SHARED_DATASETS") or Path(__file__).resolve().parents[2] / "shared" / "datasets") / "clinc150"
+SHARED = Path(os.environ.get("TUNEWISE_SHARED_DATASETS") or Path(__file__).resolve().parents[2] / "shared" / "datasets")
+DATA = SHARED / "clinc150"
 MODEL = "smollm2-135m-instruct"
 INSTRUCTION = (
     "Classify the intent of the user's message to a voice assistant. "
@@ -234,8 +234,9 @@ def run_tunewise(backend, pairs, encoded, order: list[int], args, workdir: Path,
         for row in pack(batch, resolved.max_pack_tokens or 2048):
             flops += counter.sequence(row.length, row.length, int(row.targets.numel()))
     tokens = sum(encoded[i].n_tokens for i in order[: args.steps * args.batch])
-    return {"seconds": result.wall_s, "cpu_seconds": cpu_seconds, "loop_seconds": result.train_seconds, "losses": [l for _, l in result.train_loss],
-            "tokens": tokens, "flops": flops, "stopped": result.stopped}
+    return {"seconds": result.wall_s, "cpu_seconds": cpu_seconds, "loop_seconds": result.train_seconds,
+            "losses": [loss for _, loss in result.train_loss], "tokens": tokens, "flops": flops,
+            "stopped": result.stopped}
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -250,7 +251,8 @@ def curve(losses: list[float], points: int = 12) -> str:
     if len(losses) <= points:
         picked = list(enumerate(losses, 1))
     else:
-        picked = [(i + 1, losses[i]) for i in sorted({round(k * (len(losses) - 1) / (points - 1)) for k in range(points)})]
+        steps = sorted({round(k * (len(losses) - 1) / (points - 1)) for k in range(points)})
+        picked = [(i + 1, losses[i]) for i in steps]
     return " ".join(f"{step}:{loss:.3f}" for step, loss in picked)
 
 

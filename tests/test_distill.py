@@ -306,7 +306,7 @@ def test_a_bakeoff_distills_a_fine_tuned_teacher_into_a_tiny_student(tiny_llama,
     import torch
     from test_learning_curve import write_tiny_task
 
-    from tunewise.bakeoff import PlanOptions, plan_arms, run_bakeoff
+    from tunewise.bakeoff import BakeoffOptions, PlanOptions, plan_arms, run_bakeoff
     from tunewise.models.local import LocalBackend
     from tunewise.store import open_store
     from tunewise.task.card import load_card
@@ -321,7 +321,9 @@ def test_a_bakeoff_distills_a_fine_tuned_teacher_into_a_tiny_student(tiny_llama,
     torch.set_num_threads(1)
     try:
         with open_store(f"sqlite:///{tmp_path / 'runs.db'}") as store:
+            # A budget far beyond need: the student's training then keeps the answering time free.
             result = run_bakeoff(card, arms, store=store, load_embedder=lambda: None,
+                                 options=BakeoffOptions(budget_s=3600),
                                  load_backend=lambda s: LocalBackend.load(s, device="cpu", dtype="float32"))
             detail = store.get_run(result.run_id)
     finally:
@@ -355,3 +357,5 @@ def test_a_bakeoff_distills_a_fine_tuned_teacher_into_a_tiny_student(tiny_llama,
     difference = quality["student_minus_teacher"]
     assert difference["difference"] == pytest.approx(quality["student"]["value"] - quality["teacher"]["value"])
     assert distill.prepare_cost_usd > 0 and distill.prepare_s > 0
+    [student_adapter] = [a for a in detail.artifacts if a.kind == "lora_adapter" and a.name.startswith(distill.name)]
+    assert student_adapter.name.endswith(report["student"]["adapter"]) and student_adapter.sha256

@@ -305,6 +305,21 @@ def test_a_curve_whose_only_point_was_cut_short_says_so():
     assert run.document("a")["points"] == [] and [p["n"] for p in run.document("a")["cut_short"]] == [50]
 
 
+def test_answering_time_is_measured_on_a_few_examples_before_training(tiny_llama, tmp_path):
+    from tunewise.arms.learning_curve import ANSWER_SAMPLE, LoraRecipe
+    from tunewise.models.local import LocalBackend
+    from tunewise.task.card import load_card
+    from tunewise.task.load import load_task
+
+    dataset = load_task(load_card(write_tiny_task(tmp_path)))
+    backend = LocalBackend.load(str(tiny_llama), device="cpu", dtype="float32")
+    recipe = LoraRecipe(dataset, backend, seed=0)
+    assert recipe.validation == dataset.validation and recipe.train == dataset.train
+    assert recipe.answer_seconds([]) == 0.0
+    assert recipe.answer_seconds(dataset.test) > 0
+    assert len(dataset.test) > ANSWER_SAMPLE  # the measurement ran on a sample and scaled up
+
+
 def test_the_curve_arm_refuses_what_cannot_make_a_curve():
     from tunewise.arms.learning_curve import LearningCurve
 
@@ -337,7 +352,7 @@ def test_a_budget_that_cannot_fit_two_sizes_skips_the_arm_with_its_forecast(tmp_
 def test_a_bakeoff_draws_the_curve_on_a_tiny_model_and_reuses_the_lora_arms_adapter(tiny_llama, tmp_path):
     import torch
 
-    from tunewise.bakeoff import PlanOptions, plan_arms, run_bakeoff
+    from tunewise.bakeoff import BakeoffOptions, PlanOptions, plan_arms, run_bakeoff
     from tunewise.models.local import LocalBackend
     from tunewise.store import open_store
     from tunewise.task.card import load_card
@@ -352,6 +367,7 @@ def test_a_bakeoff_draws_the_curve_on_a_tiny_model_and_reuses_the_lora_arms_adap
     try:
         with open_store(f"sqlite:///{tmp_path / 'runs.db'}") as store:
             result = run_bakeoff(card, arms, store=store, load_embedder=lambda: None,
+                                 options=BakeoffOptions(budget_s=3600),
                                  load_backend=lambda s: LocalBackend.load(s, device="cpu", dtype="float32"))
             detail = store.get_run(result.run_id)
     finally:
@@ -373,3 +389,5 @@ def test_a_bakeoff_draws_the_curve_on_a_tiny_model_and_reuses_the_lora_arms_adap
     assert curve.estimate.value == pytest.approx(document["points"][-1]["value"])
     assert curve.estimate.value == pytest.approx(lora.estimate.value)
     assert curve.prepare_s > 0
+    recorded = [a.name for a in detail.artifacts if a.kind == "lora_adapter" and a.name.startswith(curve.name)]
+    assert [name.removeprefix(f"{curve.name}/").split("/")[0] for name in recorded] == ["n=10", "n=30", "n=84"]

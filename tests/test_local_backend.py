@@ -32,7 +32,7 @@ from tunewise.models import catalog
 from tunewise.models.base import GenerateOptions, Message
 from tunewise.models.catalog import CatalogModel, resolve_model
 from tunewise.models.gguf_cache import GgufPart, GgufSource
-from tunewise.models.json_stop import JsonObjectEnd, object_end
+from tunewise.models.json_stop import JsonObjectEnd, JsonStart, object_end, object_start_ids
 from tunewise.models.local import LocalBackend
 from tunewise.models.option_scoring import OptionTrie, score_naive
 
@@ -198,6 +198,10 @@ def test_sliding_window_models_score_equal_full_forward(build, tmp_path):
     assert backend.scorer.supported
     prompts = [_chat(text) for text in INPUTS]
     assert len(backend.format.ids(prompts[0])) > 10 * 6  # far past the window
+    # Generation keeps left padding: padding between a cached prefix and the rest would count
+    # as distance in the window.
+    assert backend._generation_prefix_length([backend.format.ids(p) for p in prompts]) == 0
+    assert backend.generate(prompts[:2], GenerateOptions(max_new_tokens=3))[0].usage.tokens_out >= 1
     _assert_matches_reference(backend, prompts, LABELS, backend.score_options(prompts, LABELS, exact=True))
     _assert_matches_reference(backend, prompts, LABELS, backend.score_options(prompts, LABELS))
 
@@ -265,6 +269,20 @@ def test_batched_greedy_generation_equals_one_by_one(llama_backend):
     assert any(g.text for g in batched)
 
 
+def test_generation_reuses_the_shared_prefix_and_writes_the_same(tiny_llama):
+    reusing = LocalBackend.load(str(tiny_llama), device="cpu", dtype="float32")
+    plain = LocalBackend.load(str(tiny_llama), device="cpu", dtype="float32", reuse_prefix=False)
+    prompts = [_chat(text) for text in INPUTS]
+    shared = reusing._generation_prefix_length([reusing.format.ids(p) for p in prompts])
+    assert shared > len(reusing.format.ids(prompts[0])) // 2  # the instruction and the template around it
+    for options in (GenerateOptions(max_new_tokens=12), GenerateOptions(max_new_tokens=12, json_mode=True)):
+        fast, slow = reusing.generate(prompts, options), plain.generate(prompts, options)
+        assert [g.text for g in fast] == [g.text for g in slow]
+        assert [g.usage.tokens_out for g in fast] == [g.usage.tokens_out for g in slow]
+        assert [g.usage.tokens_in for g in fast] == [g.usage.tokens_in for g in slow]
+    assert len(reusing.scorer._prefix.tokens) == shared  # the prefix KV came from the shared cache
+
+
 def test_generation_usage_and_length_limit(llama_backend):
     result = llama_backend.generate([_chat("book a flight")], GenerateOptions(max_new_tokens=5))[0]
     assert result.usage.tokens_in == len(llama_backend.format.ids(_chat("book a flight")))
@@ -315,7 +333,7 @@ def test_object_end_finds_the_close_of_the_top_level_object(text, end):
 
 def test_json_object_end_stops_each_row_of_a_batch_on_its_own(llama_backend):
     tokenizer = llama_backend.tokenizer
-    rows = ['"a": "}"} tail', '"a": [1', ' "b": {}}']  # each continues an answer that began with "{"
+    rows = ['{"a": "}"} tail', '{"a": [1', ' {"b": {}}']
     encoded = [tokenizer(r, add_special_tokens=False)["input_ids"] for r in rows]
     width = max(map(len, encoded))
     pad = tokenizer.pad_token_id
@@ -344,7 +362,7 @@ def json_writer(tiny_llama) -> LocalBackend:
 JSON_PROMPT = (Message("system", "Answer in JSON."), Message("user", "book a flight to paris"))
 
 
-def test_json_mode_starts_the_answer_with_a_brace_and_ends_it_where_the_object_closes(json_writer):
+def test_json_mode_ends_the_answer_where_the_object_closes(json_writer):
     free = json_writer.generate([JSON_PROMPT], GenerateOptions(max_new_tokens=30))[0]
     assert free.text.startswith('{"city": "paris"} and')  # it learned to go on after the object
     json = json_writer.generate([JSON_PROMPT] * 2, GenerateOptions(max_new_tokens=30, json_mode=True))
@@ -352,14 +370,29 @@ def test_json_mode_starts_the_answer_with_a_brace_and_ends_it_where_the_object_c
         assert answer.text == '{"city": "paris"}'
         assert answer.finish_reason == "stop"
         assert answer.usage.tokens_out < free.usage.tokens_out
-        assert answer.usage.tokens_in == len(json_writer.format.tokenize(json_writer.format.text(JSON_PROMPT) + "{"))
+        assert answer.usage.tokens_in == len(json_writer.format.ids(JSON_PROMPT))  # nothing written into the prompt
 
 
-def test_json_mode_reply_that_never_closes_ends_at_the_length_limit(llama_backend):
-    answer = llama_backend.generate([_chat("hi")], GenerateOptions(max_new_tokens=6, json_mode=True))[0]
-    assert answer.text.startswith("{")
-    assert object_end(answer.text) is None or answer.text.endswith("}")
-    assert answer.usage.tokens_out <= 6
+def test_json_mode_answers_start_with_a_brace_token_of_the_models_choice(llama_backend):
+    tokenizer = llama_backend.tokenizer
+    allowed = object_start_ids(tokenizer)
+    assert allowed and all(tokenizer.decode([i]).lstrip().startswith("{") for i in allowed)
+    assert tokenizer.convert_tokens_to_ids("{") in allowed
+    free = llama_backend.generate([_chat(t) for t in INPUTS], GenerateOptions(max_new_tokens=6))
+    assert not any(g.text.lstrip().startswith("{") for g in free)  # the random model never would
+    forced = llama_backend.generate([_chat(t) for t in INPUTS], GenerateOptions(max_new_tokens=6, json_mode=True))
+    for answer in forced:
+        assert answer.text.lstrip().startswith("{")
+        assert object_end(answer.text) is None or answer.text.rstrip().endswith("}")
+        assert answer.usage.tokens_out <= 6
+
+
+def test_json_start_constrains_only_the_first_generated_position():
+    scores = torch.zeros(2, 6)
+    first = JsonStart([1, 4], prompt_width=3)(torch.zeros(2, 3, dtype=torch.long), scores.clone())
+    assert torch.isfinite(first).tolist() == [[False, True, False, False, True, False]] * 2
+    later = JsonStart([1, 4], prompt_width=3)(torch.zeros(2, 4, dtype=torch.long), scores.clone())
+    assert bool(torch.isfinite(later).all())
 
 
 # -- loading --------------------------------------------------------------------------------

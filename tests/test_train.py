@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 from tiny_models import LABELS
-from tiny_training import FAST, MAPPING, adapter_tensors, chat, tiny_pairs, validation_pairs
+from tiny_training import (
+    FAST,
+    MAPPING,
+    adapter_tensors,
+    chat,
+    tiny_pairs,
+    validation_pairs,
+)
 
 from tunewise.models.local import LocalBackend
 from tunewise.train import (
@@ -322,3 +329,9 @@ def test_lora_layers_keep_fp32_weights_on_a_bf16_base():
     assert out.dtype == torch.bfloat16 and layer.lora_A.dtype == torch.float32
     expected = base(x).float() + 2.0 * (x.float() @ layer.lora_A.T @ layer.lora_B.T)
     torch.testing.assert_close(out.float(), expected, rtol=2e-2, atol=2e-2)
+
+
+def test_the_same_weight_files_in_another_dtype_are_accepted(tiny_llama, reference):
+    bf16 = LocalBackend.load(str(tiny_llama), device="cpu", dtype="bfloat16")
+    tuned = load_adapter(bf16, reference["result"].adapter_dir)  # same files (model id), other tensors
+    assert tuned.model.dtype == torch.bfloat16 and tuned.kind == bf16.kind

@@ -5,6 +5,7 @@ tunewise's own LoRA layers do."""
 from __future__ import annotations
 
 import json
+
 import pytest
 import torch
 from click.testing import CliRunner

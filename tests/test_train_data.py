@@ -4,18 +4,32 @@ an answer-only loss equal to the plain per-example loss of transformers, on four
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import write_gemma3, write_llama, write_mistral, write_qwen3, write_tokenizer
+from tiny_models import (
+    write_gemma3,
+    write_llama,
+    write_mistral,
+    write_qwen3,
+    write_tokenizer,
+)
 from tiny_training import MAPPING, chat, tiny_pairs
 
 from tunewise.errors import TunewiseError
 from tunewise.models.base import Message
 from tunewise.models.local import LocalBackend
 from tunewise.train import LoraSettings, TrainingPair
-from tunewise.train.data import EncodedPair, batch_indices, encode_pairs, epoch_order, pack, pairs_digest
+from tunewise.train.data import (
+    EncodedPair,
+    batch_indices,
+    encode_pairs,
+    epoch_order,
+    pack,
+    pairs_digest,
+)
 from tunewise.train.forward import AnswerLoss
 
 FAMILIES = {"llama": write_llama, "gemma3": write_gemma3, "qwen3": write_qwen3, "mistral": write_mistral}
@@ -145,7 +159,7 @@ def test_the_data_order_is_a_function_of_seed_and_epoch():
     assert sorted(epoch_order(50, seed=3, epoch=1)) == list(range(50))
     # Steps walk through each epoch's order in batches; the last batch of an epoch is short.
     steps = [batch_indices(10, 4, seed=0, step=s) for s in range(3)]
-    assert [len(b) for b in steps] == [4, 4, 2] and sorted(sum(steps, [])) == list(range(10))
+    assert [len(b) for b in steps] == [4, 4, 2] and sorted(i for b in steps for i in b) == list(range(10))
 
 
 def test_pairs_digest_changes_with_any_text():
@@ -173,7 +187,7 @@ def test_the_learning_rate_warms_up_then_decays_to_zero():
     s = LoraSettings(learning_rate=1e-3, max_steps=100, warmup_ratio=0.1).resolve(10_000)
     rates = [s.learning_rate_at(step) for step in range(100)]
     assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
-    assert all(a >= b for a, b in zip(rates[9:], rates[10:])) and rates[-1] == pytest.approx(1e-3 / 90)
+    assert all(a >= b for a, b in itertools.pairwise(rates[9:])) and rates[-1] == pytest.approx(1e-3 / 90)
 
 
 def test_settings_are_validated_field_by_field():

@@ -96,7 +96,8 @@ def test_kill_9_at_random_steps_and_mid_save_then_resume_equals_an_uninterrupted
     expected, got = adapter_tensors(reference.adapter_dir), adapter_tensors(out)
     assert got.keys() == expected.keys()
     for name in expected:
-        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-6, msg=lambda m: f"{context} {name}: {m}")
+        difference = (got[name] - expected[name]).abs().max().item()
+        assert difference <= 1e-6, f"{context} {name} differs by {difference}"
     assert verify_adapter(out)["metrics"]["best_step"] == reference.best_step
 
 

@@ -62,6 +62,7 @@ from tunewise.task.card import Kind, TaskCard
 from tunewise.task.dataset import Dataset, Example
 
 if TYPE_CHECKING:
+    from tunewise.arms.learning_curve import LoraRecipe
     from tunewise.train.curve import TestScore
 
 log = logging.getLogger(__name__)
@@ -449,7 +450,7 @@ class Distill(Arm):
         return (teacher_s or 0.0) + (student_s or 0.0)
 
     def prepare(self, context: ArmContext) -> Candidate:
-        from tunewise.arms.lora import _split_train_validation
+        from tunewise.arms.learning_curve import LoraRecipe, record_adapter
         from tunewise.scoring import resolve_metric
         from tunewise.train.curve import AnsweredCandidate, bakeoff_examples
 
@@ -460,20 +461,21 @@ class Distill(Arm):
         seed = context.seed if self.seed is None else self.seed
         metric = resolve_metric(card.metric_name, card.kind, labels=dataset.labels, schema=card.schema_dict())
         teacher = choose_teacher(self.teacher, card, self.model, context, self.teacher_options)
-        held_out = {ex.input for ex in _split_train_validation(dataset, seed)[1]}  # the student's validation
-        pool = pool_inputs(dataset, self.pool, self.max_inputs, seed, validation=held_out)
+        recipe = LoraRecipe(dataset, context.backend(self.model), seed)
+        pool = pool_inputs(dataset, self.pool, self.max_inputs, seed, validation={ex.input for ex in recipe.validation})
         if not pool.items:
             raise TunewiseError("no inputs left to label (every pool input is a test or validation input)",
                                 where=self.name, fix="give a pool file of inputs that are not test inputs")
+        examples = bakeoff_examples(context)
 
         teacher_began = time.perf_counter()
         teacher_candidate = _prepare_teacher(teacher, context, deadline)
         teacher_prepare_s = time.perf_counter() - teacher_began
+        log.info("%s: teacher %s ready (%.0f s); labelling %d inputs", self.name, teacher.spec, teacher_prepare_s,
+                 len(pool.items))
         # Labelling may take at most LABELLING_SHARE of what is left; the student's training needs the rest.
         label_deadline = None if deadline is None else (
             time.perf_counter() + LABELLING_SHARE * max(0.0, deadline - time.perf_counter()))
-        log.info("%s: teacher %s ready (%.0f s); labelling %d inputs", self.name, teacher.spec, teacher_prepare_s,
-                 len(pool.items))
         labels = self._label(teacher_candidate, pool, card.kind, seed, label_deadline)
         kept = labels.kept
         log.info("%s: %d of %d teacher labels kept (%.0f s)", self.name, len(kept), len(labels.predictions),
@@ -483,16 +485,29 @@ class Distill(Arm):
             raise TunewiseError(f"every teacher label was filtered out ({_reason_counts(counts)})", where=self.name,
                                 fix="lower min_confidence / min_agreement, or choose a stronger teacher")
 
-        student = self._train_student(context, pool, labels, seed, deadline)
+        # The student stops training in time for both to answer the test examples: an arm that
+        # overruns its budget has its answers cut off by the bake-off.
+        reused = _teacher_answers(context, teacher, examples, metric)
+        train_budget = None
+        if deadline is not None:
+            answering = recipe.answer_seconds([ex for _, ex in examples])
+            if reused is None:  # the teacher answers them too, at the pace it labelled
+                answering += labels.seconds / max(1, len(labels.predictions)) * len(examples)
+            train_budget = max(1.0, deadline - time.perf_counter() - answering)
+        student = train_student(recipe, [(pool.items[i].example, labels.predictions[i].output) for i in kept],
+                                settings=self.settings, seed=seed, budget_s=train_budget, name=self.name)
         log.info("%s: student trained (%s after %s steps); scoring it", self.name, student.detail["stopped"],
                  student.detail["steps"])
-        examples = bakeoff_examples(context)
         student_score = _score(student.candidate, examples, metric)
-        teacher_score, teacher_scored_by = _teacher_score(context, teacher, teacher_candidate, examples, metric)
+        if reused is not None:
+            teacher_score, teacher_scored_by = reused, "this bake-off's answers"
+        else:
+            teacher_score, teacher_scored_by = _score(teacher_candidate, examples, metric), "scored here"
 
         report = self._report(teacher, teacher_candidate, teacher_prepare_s, pool, labels, metric, student,
                               student_score, teacher_score, teacher_scored_by, examples)
         _record(context, self.name, report)
+        record_adapter(context, self.name, student.adapter_dir)
         spent = [teacher_candidate.prepare_usage, labels.usage(), student.usage]
         prepare_usage = Usage(tokens_in=sum(u.tokens_in for u in spent if u),
                               tokens_out=sum(u.tokens_out for u in spent if u),
@@ -525,13 +540,6 @@ class Distill(Arm):
         dropped = drop_reasons(kind, predictions, agreement, min_confidence=self.min_confidence,
                                min_agreement=self.min_agreement)
         return Labels(predictions, agreement, dropped, seconds, stopped, sampling)
-
-    def _train_student(self, context: ArmContext, pool: Pool, labels: Labels, seed: int,
-                       deadline: float | None) -> TrainedStudent:
-        kept = [(pool.items[i].example, labels.predictions[i].output) for i in labels.kept]
-        remaining = None if deadline is None else max(1.0, deadline - time.perf_counter())
-        return train_student(context, self.model, kept, settings=self.settings, seed=seed, budget_s=remaining,
-                             name=self.name)
 
     def _report(self, teacher: Teacher, teacher_candidate: Candidate, teacher_prepare_s: float, pool: Pool,
                 labels: Labels, metric, student: TrainedStudent, student_score: TestScore, teacher_score: TestScore,
@@ -589,18 +597,18 @@ class Distill(Arm):
 class TrainedStudent:
     candidate: Candidate
     usage: Usage  # its training: seconds and machine dollars
-    detail: dict[str, Any]  # steps, losses, adapter folder: for the report
+    detail: dict[str, Any]  # steps, losses, adapter name: for the report
+    adapter_dir: Path
 
 
-def train_student(context: ArmContext, model: str, pairs: Sequence[tuple[Example, str]], *,
-                  settings: dict[str, Any], seed: int, budget_s: float | None, name: str) -> TrainedStudent:
+def train_student(recipe: LoraRecipe, pairs: Sequence[tuple[Example, str]], *, settings: dict[str, Any], seed: int,
+                  budget_s: float | None, name: str) -> TrainedStudent:
     """LoRA on (input, teacher answer) pairs with the lora arm's recipe (its prompt, answers and
     validation split: gold labels, for early stopping only); the candidate answers as it does."""
-    from tunewise.arms.learning_curve import LoraRecipe, training_log
+    from tunewise.arms.learning_curve import training_log
     from tunewise.train import LoraSettings, train_adapter
 
-    dataset = context.dataset
-    recipe = LoraRecipe(dataset, context.backend(model), seed)
+    dataset = recipe.dataset
     taught = [dataclasses.replace(example, output=answer, references=()) for example, answer in pairs]
     result = train_adapter(recipe.backend, recipe.pairs(taught), recipe.pairs(recipe.validation),
                            LoraSettings(**settings), budget_s=budget_s, seed=seed, progress=training_log(name),
@@ -610,7 +618,7 @@ def train_student(context: ArmContext, model: str, pairs: Sequence[tuple[Example
     detail = {"pairs": len(taught), "steps": result.steps, "best_step": result.best_step, "stopped": result.stopped,
               "best_val_loss": result.best_val_loss, "seconds": result.train_seconds,
               "adapter": result.adapter_dir.name, "reused_adapter": result.reused}
-    return TrainedStudent(candidate, candidate.prepare_usage, detail)
+    return TrainedStudent(candidate, candidate.prepare_usage, detail, result.adapter_dir)
 
 
 def _student_forecast(model: str, dataset: Dataset, n_examples: int, n_inputs: int) -> float | None:
@@ -642,21 +650,20 @@ def _score(candidate: Candidate, examples, metric) -> TestScore:
     return score_candidate(candidate, [ex for _, ex in examples], metric)
 
 
-def _teacher_score(context: ArmContext, teacher: Teacher, candidate: Candidate, examples, metric) -> tuple[
-        TestScore, str]:
-    """The teacher on the test examples: its answers from this bake-off when it ran as an arm of
-    it and answered them all, else answered now."""
+def _teacher_answers(context: ArmContext, teacher: Teacher, examples, metric) -> TestScore | None:
+    """The teacher's answers to the test examples from this bake-off, scored, when it ran as an
+    arm of it and answered them all; None otherwise (then it answers them here)."""
     from tunewise.train.curve import TestScore
 
-    if context.store is not None and context.run_id is not None:
-        for arm in context.store.get_run(context.run_id).arms:
-            if arm.name != teacher.arm.name:
-                continue
-            rows = {row.example_index: row for row in context.store.predictions(arm.id, "test")}
-            if all(i in rows for i, _ in examples):
-                outputs = [rows[i].output or "" for i, _ in examples]
-                return TestScore.from_outputs(metric, outputs, [ex for _, ex in examples]), "this bake-off's answers"
-    return _score(candidate, examples, metric), "scored here"
+    if context.store is None or context.run_id is None:
+        return None
+    for arm in context.store.get_run(context.run_id).arms:
+        if arm.name != teacher.arm.name:
+            continue
+        rows = {row.example_index: row for row in context.store.predictions(arm.id, "test")}
+        if all(i in rows for i, _ in examples):
+            return TestScore.from_outputs(metric, [rows[i].output or "" for i, _ in examples], [ex for _, ex in examples])
+    return None
 
 
 def _estimate_dict(score: TestScore) -> dict[str, Any]:

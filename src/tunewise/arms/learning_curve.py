@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tunewise.arms.base import Arm, ArmContext, Candidate
@@ -38,7 +39,8 @@ from tunewise.train.curve import (
 
 log = logging.getLogger(__name__)
 
-MIN_FIT_POINTS = 2  # the fewest sizes a fit (log-linear) needs: the forecast the bake-off checks covers these
+MIN_FIT_POINTS = 2
+ANSWER_SAMPLE = 8  # test examples answered before training to measure what answering will cost  # the fewest sizes a fit (log-linear) needs: the forecast the bake-off checks covers these
 
 
 @dataclass
@@ -113,9 +115,13 @@ class LearningCurve(Arm):
         trainer = _Trainer(recipe, self.settings, seed, self.name,
                            meta={"task": card.name, "arm": self.name, "data": dataset.data_hashes})
         budget = context.budget.seconds
+        test = [ex for _, ex in examples]
+        answering = None if budget is None else recipe.answer_seconds(test)
         run = run_learning_curve(
-            trainer.train_point, recipe.train, [ex for _, ex in examples], metric, sizes=self.sizes, seed=seed,
-            stratify=card.kind is Kind.classify, budget_s=budget, planned_work=trainer.planned_work,
+            trainer.train_point, recipe.train, test, metric, sizes=self.sizes, seed=seed,
+            stratify=card.kind is Kind.classify, budget_s=None if budget is None else budget - (time.perf_counter()
+                                                                                               - began),
+            planned_work=trainer.planned_work, answer_seconds=answering,
             quality_bar=card.goals.quality_bar, worthwhile_gain=self.worthwhile_gain,
             subject=f"LoRA on {self.model}", progress=lambda message: log.info("%s: %s", self.name, message),
         )
@@ -128,6 +134,8 @@ class LearningCurve(Arm):
             # the cache, as those of the full curve.
             self._limited = {"train_examples": largest.n, "cut_short": bool(largest.detail.get("cut_short"))}
         _record(context, self.name, run.document(self.name))
+        for n, folder in trainer.adapters:
+            record_adapter(context, f"{self.name}/n={n}", folder)
         config = {**run.last.candidate.config, "trained_on": largest.n, "train_examples_available": len(recipe.train),
                   "learning_curve": {"points": [[p.n, round(p.value, 4)] for p in run.points],
                                      "fit": run.fit.form, "steepness": run.fit.steepness, "text": run.text}}
@@ -174,6 +182,21 @@ class LoraRecipe:
 
         return [TrainingPair(with_input(self.prefix, e.input), training_answer(e)) for e in examples]
 
+    def answer_seconds(self, examples: Sequence[Example], sample: int = ANSWER_SAMPLE) -> float:
+        """Seconds to answer ``examples`` once trained, measured now on a few of them with the
+        untrained model: merging the adapter leaves the cost of an answer as it is, and training
+        must stop in time to leave this much of the budget (an arm that overruns its budget has
+        its answers cut off by the bake-off)."""
+        from tunewise.arms.zero_shot import PromptCandidate
+
+        if not examples:
+            return 0.0
+        probe = PromptCandidate(self.backend, self.plan, self.prefix, {})
+        chosen = list(examples[:sample])
+        began = time.perf_counter()
+        probe.predict(chosen)
+        return (time.perf_counter() - began) / len(chosen) * len(examples)
+
     def candidate(self, result, config: dict[str, Any]) -> Candidate:
         """The adapter merged into a copy of the model, answering like zero-shot."""
         from tunewise.arms.zero_shot import PromptCandidate, base_config
@@ -204,6 +227,7 @@ class _Trainer:
         self.validation = recipe.pairs(recipe.validation)
         self.tokens = 0  # training tokens over every size
         self.seconds = 0.0  # training seconds over every size (what it cost, resumed sessions included)
+        self.adapters: list[tuple[int, Path]] = []  # (training size, adapter folder), to record in the store
 
     def planned_work(self, n: int) -> float:
         resolved = self.settings.resolve(n)
@@ -219,6 +243,7 @@ class _Trainer:
                                progress=training_log(self.arm))
         self.tokens += result.train_tokens
         self.seconds += result.train_seconds
+        self.adapters.append((len(subset), result.adapter_dir))
         candidate = self.recipe.candidate(result, {"arm": "lora_curve", "train_examples": len(subset)})
         batch = self.settings.resolve(len(subset)).batch_size
         detail = {"steps": result.steps, "best_step": result.best_step, "stopped": result.stopped,
@@ -237,6 +262,12 @@ def training_log(arm: str) -> Callable[[Any], None]:
                      "" if event.val_loss is None else f", validation loss {event.val_loss:.3f}",
                      f" ({event.message})" if event.message else "")
     return report
+
+
+def record_adapter(context: ArmContext, name: str, folder: Path) -> None:
+    """An adapter as a ``lora_adapter`` artifact of the run (its files' digest), as the lora arm records its own."""
+    if context.store is not None and context.run_id is not None:
+        context.store.add_artifact(context.run_id, kind="lora_adapter", name=f"{name}/{folder.name}", path=folder)
 
 
 def _record(context: ArmContext, arm_name: str, document: dict[str, Any]) -> None:

@@ -150,8 +150,8 @@ class Lora(Arm):
             limited["stopped_at_step"] = result.steps
         self._limited = limited or None
         if context.store is not None and context.run_id is not None:
-            context.store.add_artifact(context.run_id, kind="lora_adapter", name=f"{self.name}/{result.adapter_dir.name}",
-                                       path=result.adapter_dir)
+            context.store.add_artifact(context.run_id, kind="lora_adapter",
+                                       name=f"{self.name}/{result.adapter_dir.name}", path=result.adapter_dir)
 
         tuned = load_adapter(backend, result.adapter_dir)
         metrics = result.manifest["metrics"]

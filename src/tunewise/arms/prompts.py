@@ -33,7 +33,10 @@ from tunewise.models.base import Chat, Message
 from tunewise.task.card import Kind, TaskCard
 from tunewise.task.dataset import Example
 
-PROMPT_VERSION = "1"
+PROMPT_VERSION = "2"
+# 2: what a local model answers changed, not the prompts: a json_mode answer's first token must
+#    start with "{" and the answer ends where its object closes (models/json_stop.py). Cached
+#    extract answers from version 1 must not be reused as if they were today's.
 
 CountTokens = Callable[[str], int]
 

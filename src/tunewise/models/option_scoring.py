@@ -148,12 +148,10 @@ class PrefixTrieScorer:
         max_logits_bytes: int = 768 << 20,
         expand_per_round: int = 4,
         max_round_tokens: int = 1024,
-        min_round_tokens: int = 32,
     ):
         self.model = model
         self.expand_per_round = expand_per_round
         self.max_round_tokens = max_round_tokens
-        self.min_round_tokens = min_round_tokens
         self.max_batch_tokens = max_batch_tokens
         self.max_logits_bytes = max_logits_bytes
         config = model.config.get_text_config(decoder=True)
@@ -186,7 +184,7 @@ class PrefixTrieScorer:
         out = torch.zeros(len(prompts), trie.n_options, dtype=torch.float64)
         if not prompts:
             return out
-        shared = _common_prefix_length(prompts) if reuse_prefix else 0
+        shared = common_prefix_length(prompts) if reuse_prefix else 0
         shared = min(shared, min(len(p) for p in prompts) - 1)  # every row keeps >= 1 token: its last logits
         past = self._prefix_kv(tuple(prompts[0][:shared])) if shared > 0 else []
 
@@ -236,7 +234,7 @@ class PrefixTrieScorer:
         exact = torch.zeros(len(prompts), trie.n_options, dtype=torch.bool)
         if not prompts:
             return out, exact
-        shared = _common_prefix_length(prompts) if reuse_prefix else 0
+        shared = common_prefix_length(prompts) if reuse_prefix else 0
         shared = min(shared, min(len(p) for p in prompts) - 1)
         past = self._prefix_kv(tuple(prompts[0][:shared])) if shared > 0 else []
         # Examples are searched side by side, packed into one row: a group's suffixes must fit.
@@ -301,7 +299,7 @@ class PrefixTrieScorer:
     def _prefix_kv(self, tokens: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """KV of ``tokens`` (batch 1), reusing the longest part of the cached prefix."""
         cached = self._prefix
-        reuse = _common_prefix_length([cached.tokens, tokens]) if cached else 0
+        reuse = common_prefix_length([cached.tokens, tokens]) if cached else 0
         past = [(k[:, :, :reuse], v[:, :, :reuse]) for k, v in cached.kv] if cached and reuse else []
         if reuse == len(tokens):
             kv = past
@@ -366,11 +364,11 @@ class _BestFirst:
     ``expand_per_round`` in its first round and twice as many in each later one. A round
     re-reads every weight of the model, so on a CPU a round of 30 tokens costs nearly what one
     of 300 does: a prompt the model is unsure of (hundreds of nodes to run) needs a dozen
-    rounds instead of fifty, while a sure one still stops after one or two. A round with fewer
-    than ``min_round_tokens`` tokens (the last prompts walking down their last labels) is
-    filled with the picked nodes' descendants, breadth first: their tokens are known before
-    their parents' logits are, and in such a round they cost almost nothing. (Always adding
-    them saved rounds but ran 30% more tokens on CLINC150 zero-shot.) All rows of a
+    rounds instead of fifty, while a sure one still stops after one or two. (Also running the
+    nodes below a picked node in its round, whose tokens are known before its logits are:
+    always, it saved rounds but ran 30% more tokens on CLINC150 zero-shot; only to top up
+    rounds of under 32 tokens, it saved one round in eight, within the machine's noise. Both
+    went.) All rows of a
     round go into one packed sequence against [shared prefix, the group's earlier tokens]:
     a query sees the prefix, its own prompt's suffix and its own trie ancestors, nothing of
     another prompt's. The packed context keeps only what a later round can attend to.
@@ -412,7 +410,6 @@ class _BestFirst:
             picked = [self._pick(p, share) for p in range(len(self.suffixes))]
             if not any(picked):
                 break
-            self._fill(picked)
             self._round(picked)
         # Options never completed: the bound of the deepest row on their path that was reached.
         for p in range(len(self.suffixes)):
@@ -435,7 +432,7 @@ class _BestFirst:
         node = torch.full_like(owner_t, -1)
         logits = self._forward(tokens, owner_t, node, position_t, allowed_new, keep)
         for p in range(len(self.suffixes)):
-            self._expand(p, 0, logits[p], set())
+            self._expand(p, 0, logits[p])
         self._compact()
 
     def _pick(self, p: int, cap: int) -> list[int]:
@@ -453,19 +450,6 @@ class _BestFirst:
             self.done[p] = True
         return picked
 
-    def _fill(self, picked: list[list[int]]) -> None:
-        """Top a small round up to ``min_round_tokens`` with descendants of its nodes, breadth
-        first (so a parent always precedes its children in the round)."""
-        room = self.scorer.min_round_tokens - sum(map(len, picked))
-        queues = [list(nodes) for nodes in picked]
-        while room > 0 and any(queues):
-            for p, queue in enumerate(queues):
-                if queue and room > 0:
-                    children = self.trie.row_children[1 + queue.pop(0)][:room]
-                    picked[p].extend(children)
-                    queue.extend(children)
-                    room -= len(children)
-
     def _round(self, picked: list[list[int]]) -> None:
         owner, node, position, tokens = [], [], [], []
         for p, nodes in enumerate(picked):
@@ -476,14 +460,13 @@ class _BestFirst:
         owner_t = torch.tensor(owner, device=self.device)
         node_t = torch.tensor(node, device=self.device)
         position_t = torch.tensor(position, device=self.device)
-        # Within a round a node sees itself and those of its ancestors that run in it too.
-        allowed_new = (owner_t[:, None] == owner_t[None, :]) & self.ancestors[node_t][:, node_t]
+        # A node's ancestors all ran in earlier rounds: within its round it sees only itself.
+        allowed_new = torch.eye(len(tokens), dtype=torch.bool, device=self.device)
         logits = self._forward(tokens, owner_t, node_t, position_t, allowed_new, list(range(len(tokens))))
         row = 0
         for p, nodes in enumerate(picked):
-            running = set(nodes)
-            for n in nodes:  # parents first: a child's bound is set before its own row is read
-                self._expand(p, 1 + n, logits[row], running)
+            for n in nodes:
+                self._expand(p, 1 + n, logits[row])
                 row += 1
         self._compact()
 
@@ -507,7 +490,7 @@ class _BestFirst:
         self.context_node = self.context_node[columns]
         self.context_position = self.context_position[columns]
 
-    def _expand(self, p: int, row: int, logits: torch.Tensor, running: set[int]) -> None:
+    def _expand(self, p: int, row: int, logits: torch.Tensor) -> None:
         """Row ``row`` of prompt ``p`` has run: bound its children, complete its options."""
         children, leaves = self.trie.row_children[row], self.trie.row_leaves[row]
         if not children and not leaves:
@@ -518,8 +501,7 @@ class _BestFirst:
         values = (self.bound[p, row] + picked).tolist()
         for child, value in zip(children, values):
             self.bound[p, 1 + child] = value
-            if child not in running:  # a child that ran in this same round is no frontier node
-                heapq.heappush(self.frontier[p], (-value, child))
+            heapq.heappush(self.frontier[p], (-value, child))
         for option, value in zip(leaves, values[len(children) :]):
             self._complete(p, option, value)
 
@@ -597,7 +579,8 @@ def score_naive(
     return out
 
 
-def _common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all ``sequences`` share."""
     first = sequences[0]
     length = min(len(s) for s in sequences)
     for other in sequences[1:]:

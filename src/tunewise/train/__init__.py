@@ -32,7 +32,11 @@ _EXPORTS = {
     "TrainResult": "run", "measured_speed": "run", "train_adapter": "run",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "AdapterError", "AdapterInfo", "LoraSettings", "ResolvedSettings", "TrainProgress", "TrainResult",
+    "TrainingPair", "export_adapter", "list_adapters", "load_adapter", "measured_speed", "merge_adapter",
+    "train_adapter", "verify_adapter",
+]
 
 if TYPE_CHECKING:
     from tunewise.train.adapter import (

@@ -165,7 +165,7 @@ def load_adapter(base, adapter_dir: Path):
     """A LocalBackend answering with the adapter merged into a copy of ``base``'s weights.
 
     ``base``: a loaded LocalBackend (left unchanged: its weights are copied) or a model spec
-    (loaded here). Merged rather than attached: inference then costs exactly what the base
+    (loaded here, in the dtype the adapter was trained in). Merged rather than attached: inference then costs exactly what the base
     model costs, and the copy keeps the adapter out of any arm that shares ``base``.
     """
     from tunewise.models.local import LocalBackend
@@ -174,12 +174,12 @@ def load_adapter(base, adapter_dir: Path):
     manifest = verify_adapter(adapter_dir)
     tensors = read_weights(adapter_dir, manifest)
     if isinstance(base, str):
-        backend = LocalBackend.load(base)
+        backend = LocalBackend.load(base, dtype=manifest["base"].get("dtype"))
         model = backend.model
     else:
         backend = base
         model = None
-    _check_base(manifest, backend.model, adapter_dir)
+    _check_base(manifest, backend, adapter_dir)
     if model is None:
         model = copy.deepcopy(backend.model)
     merge_into(model, tensors, rank=manifest["settings"]["rank"], alpha=manifest["settings"]["alpha"])
@@ -284,7 +284,7 @@ def find_adapter(reference: str, root: Path | None = None) -> Path:
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _version() -> str:
@@ -293,10 +293,14 @@ def _version() -> str:
     return __version__
 
 
-def _check_base(manifest: dict[str, Any], model: torch.nn.Module, adapter_dir: Path) -> None:
-    expected = manifest.get("base", {}).get("weights_sha256")
-    actual = weights_sha256(model)
-    if expected != actual:
+def _check_base(manifest: dict[str, Any], backend, adapter_dir: Path) -> None:
+    """The base must be the model the adapter was trained on: the same tensors in memory, or
+    the same weight files (the model id carries their hash) loaded in another dtype."""
+    base = manifest.get("base", {})
+    expected = base.get("weights_sha256")
+    actual = weights_sha256(backend.model)
+    same_files = "@" in backend.model_id and backend.model_id == base.get("model_id")
+    if expected != actual and not same_files:
         raise AdapterError(
             f"this adapter was trained on {manifest.get('base', {}).get('model_id', '?')} (weights sha256 "
             f"{str(expected)[:12]}), not on the model given (weights sha256 {actual[:12]})",

@@ -56,7 +56,7 @@ MIN_POWER_LAW_POINTS = 4  # three parameters, and at least one point left to dis
 MIN_EXPONENT, MAX_EXPONENT = 0.05, 2.0  # flatter than n^-0.05 is a plateau; steeper than n^-2 is noise
 MIN_SIGMA = 1e-3  # a point whose interval has zero width (all right) must not get infinite weight
 Z95 = 1.959964
-FIRST_TRAIN_SHARE = 0.6  # of the budget, for training the first size (as the lora arm): the rest answers
+FIRST_TRAIN_SHARE = 0.6  # of the budget, to train the first size when answering time is not forecast (as lora)
 UNPINNED_CEILING = 0.3  # a ceiling interval wider than this (in metric units) says little, and the text says so
 
 FitForm = Literal["power_law", "log_linear", "none"]
@@ -541,6 +541,7 @@ def run_learning_curve(
     stratify: bool = False,
     budget_s: float | None = None,
     planned_work: PlannedWork = float,
+    answer_seconds: float | None = None,
     quality_bar: float | None = None,
     worthwhile_gain: float = 0.02,
     subject: str = "",
@@ -550,8 +551,11 @@ def run_learning_curve(
 
     Before each size after the first, its time is forecast from the previous size's measured
     seconds per unit of work (``planned_work``) plus the previous scoring time; the run stops,
-    saying so, when the forecast exceeds what is left of ``budget_s``. A point whose training the
-    budget cut short is reported but left out of the fit: it measures the clock, not the data.
+    saying so, when the forecast exceeds what is left of ``budget_s``. Training stops in time to
+    answer ``test``: the first size keeps ``answer_seconds`` (a measured forecast; without one,
+    what FIRST_TRAIN_SHARE leaves), later sizes the previous size's answering time. A point whose
+    training the budget cut short is reported but left out of the fit: it measures the clock,
+    not the data.
     """
     began = time.perf_counter()
     plan = curve_sizes(len(train), sizes)
@@ -580,12 +584,14 @@ def run_learning_curve(
         # The subset in the training split's own order (the loop shuffles each epoch anyway): the
         # full-data point then trains exactly the pairs a plain fine-tune does, under the same key.
         subset = [train[i] for i in sorted(order[:n])]
-        # Training stops in time to answer the test examples: the previous point's answering
-        # time is kept free; for the first, the share the lora arm keeps.
         if left is None:
             train_budget = None
+        elif previous is not None:
+            train_budget = max(0.0, left - previous[1])
+        elif answer_seconds is not None:
+            train_budget = max(0.0, left - answer_seconds)
         else:
-            train_budget = max(0.0, left - previous[1]) if previous is not None else FIRST_TRAIN_SHARE * left
+            train_budget = FIRST_TRAIN_SHARE * left
         trained = train_point(subset, train_budget)
         score = score_candidate(trained.candidate, test, metric)
         detail = {"train_s": trained.train_seconds, "score_s": score.seconds, "cut_short": trained.cut_short,

@@ -29,12 +29,17 @@ import torch
 
 from tunewise.errors import TunewiseError
 from tunewise.train import adapter as adapters
-from tunewise.train.checkpoint import load_latest, load_optimizer, restore_rng, write_checkpoint
+from tunewise.train.checkpoint import (
+    load_latest,
+    load_optimizer,
+    restore_rng,
+    write_checkpoint,
+)
 from tunewise.train.config import LoraSettings, ResolvedSettings
 from tunewise.train.data import EncodedPair, TrainingPair, encode_pairs, pairs_digest
 from tunewise.train.forward import AnswerLoss
-from tunewise.train.lora import attach
 from tunewise.train.loop import Loop, LoopState, TrainProgress
+from tunewise.train.lora import attach
 
 KEY_VERSION = 1  # bump when the same inputs would now train a different adapter
 CHECKPOINTS = "checkpoints"

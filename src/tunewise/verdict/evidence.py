@@ -39,6 +39,7 @@ FAMILY = {
     "rag_lora": "rag_fine_tune",
     "rag": "rag",
     "lora": "fine_tune",
+    "lora_curve": "fine_tune",  # the learning-curve arm: its last point is a LoRA fine-tune on all the data
     "distill": "distill",
     "cascade": "cascade",
 }

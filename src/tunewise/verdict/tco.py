@@ -74,6 +74,7 @@ KIND_COSTS: dict[str, KindCosts] = {
     "few_shot_nearest": KindCosts(8, 3, 2, retrains=False, learns_from_labels=True),
     "rag": KindCosts(24, 4, 4, retrains=False, learns_from_labels=False),
     "lora": KindCosts(40, 8, 4, retrains=True, learns_from_labels=True),
+    "lora_curve": KindCosts(40, 8, 4, retrains=True, learns_from_labels=True),  # ships its all-data adapter
     "rag_lora": KindCosts(56, 10, 6, retrains=True, learns_from_labels=True),
     "distill": KindCosts(40, 8, 4, retrains=True, learns_from_labels=False),
     "cascade": KindCosts(32, 6, 6, retrains=True, learns_from_labels=True),
@@ -313,7 +314,7 @@ def crossings(a: VolumeCurve, b: VolumeCurve) -> list[float]:
 
     Both curves are linear between their kinks, so on each piece the crossing is one division;
     pieces where the curves run parallel (or coincide) have no single crossing and are left out."""
-    edges = sorted({0.0, *(k for k in (a.kink, b.kink) if k is not None)})
+    edges = sorted({0.0, *(k for k in (a.kink, b.kink) if k is not None and math.isfinite(k))})
     found: list[float] = []
     for start, end in zip(edges, [*edges[1:], math.inf]):
         probe = start + 1.0 if math.isinf(end) else (start + end) / 2
@@ -322,7 +323,7 @@ def crossings(a: VolumeCurve, b: VolumeCurve) -> list[float]:
         if slope_a == slope_b:
             continue
         volume = (base_b - base_a) / (slope_a - slope_b)
-        if start < volume <= end:
+        if start < volume <= end and math.isfinite(volume):  # a tiny slope difference: they never meet
             found.append(volume)
     return found
 
