@@ -168,6 +168,12 @@ def _parse_duration(text: str | None) -> float | None:
 @click.option("--budget", default=DEFAULT_BUDGET, show_default=True,
               help="Wall-clock budget, e.g. 20m, 1h, or 'none'; arms that will not fit are skipped with the reason.")
 @click.option("--shots", default=5, show_default=True, type=click.IntRange(min=1), help="Examples per few-shot prompt.")
+@click.option("--set", "settings", multiple=True, metavar="KIND.FIELD=VALUE",
+              help="An arm setting, repeatable: --set lora.max_train_examples=1000, "
+              "--set lora.settings.epochs=2, --set lora_curve.sizes=[50,100,250], --set rag.k=8.")
+@click.option("--cascade", metavar="FIRST,SECOND[,threshold=X|escalate=R]",
+              help="The cascade's stages (arm kinds, optionally @MODEL) and how it escalates, e.g. "
+              "embed_classifier,few_shot_nearest@gemma3-270m,escalate=0.2.")
 @click.option("--no-cache", is_flag=True, help="Recompute every answer instead of reusing identical cached calls.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the test sample and the random few-shot examples.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
@@ -178,16 +184,21 @@ def _parse_duration(text: str | None) -> float | None:
               help="List the arm kinds and exit.")
 @click.pass_context
 def bakeoff(ctx: click.Context, task: Path, arms: str | None, models: str | None, limit: int | None,
-            budget: str | None, shots: int, no_cache: bool, seed: int, as_json: bool, no_report: bool,
-            report_dir: Path | None) -> None:
+            budget: str | None, shots: int, settings: tuple[str, ...], cascade: str | None, no_cache: bool,
+            seed: int, as_json: bool, no_report: bool, report_dir: Path | None) -> None:
     """Run the arms on the task's frozen test split; measure quality (95% CI), latency and cost;
     then write the verdict (what to do, what it costs over time) and the report."""
+    from tunewise.arms.cascade import parse_cascade_option
     from tunewise.bakeoff import BakeoffOptions, plan_arms, run_bakeoff
+    from tunewise.bakeoff.plan import PlanOptions, parse_settings
     from tunewise.display import RichObserver, print_bakeoff
     from tunewise.task import load_card
 
     card = load_card(task)
-    planned = plan_arms(card, _split(arms), _split(models), shots=shots)
+    extra = parse_settings(settings)
+    if cascade:
+        extra.setdefault("cascade", {}).update(parse_cascade_option(cascade))
+    planned = plan_arms(card, _split(arms), _split(models), options=PlanOptions(shots=shots, extra=extra))
     options = BakeoffOptions(limit=limit, budget_s=_parse_duration(budget), use_cache=not no_cache, seed=seed)
     with _open_store(ctx) as store:
         try:

@@ -10,6 +10,7 @@ lazily so that planning never loads torch.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -25,7 +26,7 @@ class PlanOptions:
     """Settings that shape the planned arms (from the CLI)."""
 
     shots: int = 5  # examples per few-shot prompt
-    extra: dict[str, object] = field(default_factory=dict)  # arm-specific settings, by name
+    extra: dict[str, dict[str, object]] = field(default_factory=dict)  # arm-kind settings (--set), by kind
     models: tuple[str, ...] = ()  # the --models list (set by plan_arms): the cascade pairs its first and last
 
 
@@ -40,17 +41,57 @@ class ArmKind:
     help: str = ""
 
 
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def parse_settings(assignments: Sequence[str]) -> dict[str, dict[str, object]]:
+    """``KIND.FIELD=VALUE`` assignments (``--set``) -> ``{kind: {field: value}}``.
+
+    FIELD may go deeper (``lora.settings.epochs=2`` sets ``settings={"epochs": 2}``); VALUE is
+    read as YAML, so numbers, booleans, lists (``[50, 100]``) and null come out typed.
+    """
+    import yaml
+
+    settings: dict[str, dict[str, object]] = {}
+    for assignment in assignments:
+        path, equals, text = assignment.partition("=")
+        kind, *keys = [part.strip() for part in path.split(".")]
+        if not equals or not keys or not all(keys):
+            raise TunewiseError(f"cannot read the setting {assignment!r}", where="--set",
+                                fix="write KIND.FIELD=VALUE, e.g. --set lora.max_train_examples=1000")
+        if kind not in ARM_KINDS:
+            raise TunewiseError(f"unknown arm kind {kind!r} in {assignment!r}", where="--set",
+                                fix=f"choose from {', '.join(ARM_KINDS)}")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+            if isinstance(value, str) and _NUMBER.fullmatch(value):
+                value = float(value)  # YAML 1.1 reads 2e-4 as a string; a learning rate is written so
+        except yaml.YAMLError as error:
+            raise TunewiseError(f"the value of {path} is not valid YAML: {error}", where=f"--set {path}",
+                                fix="quote strings with commas or colons, write lists as [a, b]") from None
+        target = settings.setdefault(kind, {})
+        for key in keys[:-1]:
+            inner = target.setdefault(key, {})
+            if not isinstance(inner, dict):
+                raise TunewiseError(f"{path} sets inside {key!r}, which is already set to a value",
+                                    where=f"--set {path}", fix="set the field once")
+            target = inner
+        target[keys[-1]] = value
+    return settings
+
+
 def _zero_shot(model, card, options):
     from tunewise.arms.zero_shot import ZeroShot
 
-    return ZeroShot(model=model)
+    return ZeroShot(model=model, **options.extra.get("zero_shot", {}))
 
 
 def _few_shot(selection: str):
     def build(model, card, options):
         from tunewise.arms.few_shot import FewShot
 
-        return FewShot(model=model, k=options.shots, selection=selection)
+        kind = f"few_shot_{selection}"
+        return FewShot(model=model, k=options.shots, selection=selection, **options.extra.get(kind, {}))
 
     return build
 
@@ -58,7 +99,7 @@ def _few_shot(selection: str):
 def _embed_classifier(model, card, options):
     from tunewise.arms.embed_classifier import EmbedClassifier
 
-    return EmbedClassifier()
+    return EmbedClassifier(**options.extra.get("embed_classifier", {}))
 
 
 def _rag(model, card, options):
@@ -145,8 +186,14 @@ def plan_arms(card: TaskCard, arms: Sequence[str] | None = None, models: Sequenc
     for name, kind in ARM_KINDS.items():
         if name not in chosen:
             continue
-        if kind.per_model:
-            planned.extend(kind.build(model, card, options) for model in models)
-        else:
-            planned.append(kind.build(None, card, options))
+        try:
+            if kind.per_model:
+                planned.extend(kind.build(model, card, options) for model in models)
+            else:
+                planned.append(kind.build(None, card, options))
+        except TypeError as error:  # a --set field the arm does not have
+            if name not in options.extra:
+                raise
+            raise TunewiseError(f"{name}: {error}", where=f"--set {name}.*",
+                                fix=f"see the fields of the {name} arm in `tunewise bakeoff --help-arms`") from None
     return planned
