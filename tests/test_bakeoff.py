@@ -176,7 +176,29 @@ def test_limit_takes_a_seeded_sample():
 def test_a_spent_budget_skips_the_remaining_arms(tmp_path: Path):
     card = write_task(tmp_path)
 
+    class SlowCandidate(RuleCandidate):
+        def predict(self, batch):
+            import time
+
+            time.sleep(0.15)
+            return super().predict(batch)
+
     class Slow(RuleArm):
+        def prepare(self, context):
+            return SlowCandidate(self)
+
+    with open_store(f"sqlite:///{tmp_path / 'runs.db'}") as store:
+        result = run(card, [Slow(name="slow"), RuleArm(name="later")], store, budget_s=0.2)
+    slow, later = result.arms
+    # The deadline is checked before each batch of 4: at least one batch is answered, not all 30.
+    assert slow.status == "partial" and "budget ran out" in slow.reason and 4 <= slow.n < 30
+    assert later.status == "skipped" and "budget" in later.reason
+
+
+def test_an_arm_that_spends_the_budget_preparing_is_skipped_not_scored_on_nothing(tmp_path: Path):
+    card = write_task(tmp_path)
+
+    class SlowToPrepare(RuleArm):
         def prepare(self, context):
             import time
 
@@ -184,10 +206,10 @@ def test_a_spent_budget_skips_the_remaining_arms(tmp_path: Path):
             return super().prepare(context)
 
     with open_store(f"sqlite:///{tmp_path / 'runs.db'}") as store:
-        result = run(card, [Slow(name="slow"), RuleArm(name="later")], store, budget_s=0.2)
-    slow, later = result.arms
-    assert slow.status == "partial" and "budget ran out" in slow.reason
-    assert later.status == "skipped" and "budget" in later.reason
+        result = run(card, [SlowToPrepare(name="slow")], store, budget_s=0.2)
+        [slow] = result.arms
+        assert slow.status == "skipped" and "nothing was answered" in slow.reason and slow.estimate is None
+        assert store.get_run(result.run_id).status == "finished"
 
 
 def test_an_arm_forecast_to_overrun_the_budget_is_skipped_with_its_forecast(tmp_path: Path):

@@ -76,6 +76,15 @@ class _Services:
             backend.close()
 
 
+MIN_ARM_SECONDS = 10.0
+"""An arm whose turn comes with less of the budget left is skipped: it could load, not answer.
+(At most a twentieth of the budget, so that a tiny budget still runs its first arm.)"""
+
+
+def _min_arm_seconds(budget_s: float | None) -> float:
+    return 0.0 if budget_s is None else min(MIN_ARM_SECONDS, budget_s / 20)
+
+
 def run_bakeoff(
     card: TaskCard,
     arms: Sequence[Arm],
@@ -113,7 +122,7 @@ def run_bakeoff(
         for arm in arms:
             remaining = None if options.budget_s is None else options.budget_s - (time.monotonic() - started)
             result = _run_arm(arm, dataset, examples, metric, run_id, store, services, cache, observer,
-                              remaining, options.seed)
+                              remaining, options.seed, min_seconds=_min_arm_seconds(options.budget_s))
             results.append(result)
             observer.arm_finished(result)
     except KeyboardInterrupt:
@@ -154,11 +163,12 @@ def _run_arm(
     observer: Observer,
     remaining_s: float | None,
     seed: int,
+    min_seconds: float = 0.0,
 ) -> ArmResult:
     reason = arm.applies(dataset)
     if reason is None and remaining_s is not None:
         forecast = arm.estimated_seconds(dataset, len(examples))
-        if remaining_s <= 0:
+        if remaining_s <= min_seconds:
             reason = "the time budget was spent before this arm's turn (raise --budget)"
         elif forecast is not None and forecast > remaining_s:
             reason = (f"needs about {_minutes(forecast)} but {_minutes(remaining_s)} of the time budget is left "
@@ -192,6 +202,9 @@ def _run_arm(
                                deadline=None if remaining_s is None else arm_started + remaining_s)
 
     rows = store.predictions(arm_id, SPLIT)
+    if stopped and not rows:  # nothing to score: the arm did not run, whatever it prepared
+        store.finish_arm(arm_id, {"error": stopped}, Status.interrupted)
+        return ArmResult.skipped(arm.name, f"{stopped} (it had prepared; nothing was answered)")
     result = score_arm(arm.name, candidate, rows, examples, metric, dataset, stopped=stopped,
                        prepare_usage=candidate.prepare_usage if candidate else None,
                        wall_s=time.monotonic() - arm_started, model_id=cache.model_ids.get(arm.name))
