@@ -77,3 +77,19 @@ def test_the_cli_reports_bad_settings_in_one_line_before_running_anything(tmp_pa
     assert result.exit_code == 2 and "two stages" in result.stderr
     result = runner.invoke(cli, ["bakeoff", str(TICKETS), "--arms", "cascade", "--set", "cascade.flavour=x"])
     assert result.exit_code == 2 and "unknown cascade setting 'flavour'" in result.stderr
+
+
+def test_kind_at_model_runs_that_kind_on_that_model_only():
+    card = load_card(TICKETS)
+    arms = plan_arms(card, ["zero_shot", "lora@small", "embed_classifier", "lora@openai:m@http://h/v1"],
+                     ["small", "large"])
+    assert [arm.name for arm in arms] == [
+        "embed_classifier", "zero_shot@small", "zero_shot@large", "lora@small", "lora@openai:m@http://h/v1"]
+    assert [arm.name for arm in plan_arms(card, ["lora@large", "lora"], ["small", "large"])] == [
+        "lora@large", "lora@small"]
+
+
+def test_kind_at_model_is_refused_for_an_arm_without_a_model():
+    with pytest.raises(TunewiseError, match="runs on no language model") as caught:
+        plan_arms(load_card(TICKETS), ["embed_classifier@small"], ["small"])
+    assert caught.value.where == "--arms"

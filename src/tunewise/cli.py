@@ -160,7 +160,8 @@ def _parse_duration(text: str | None) -> float | None:
 
 @cli.command()
 @click.argument("task", type=click.Path(path_type=Path))
-@click.option("--arms", help="Comma-separated arm kinds (see `tunewise bakeoff --help-arms`) [default: every arm "
+@click.option("--arms", help="Comma-separated arm kinds (see `tunewise bakeoff --help-arms`), each run on every "
+              "--models model, or KIND@MODEL for one model only (rag@gemma3-270m) [default: every arm "
               "that applies to the task, cheapest first, within --budget].")
 @click.option("--models", help="Comma-separated model specs: catalog names (smollm2-135m-instruct, gemma3-270m), "
               "model folders, hub ids, or openai:MODEL[@BASE_URL] [default: smollm2-135m-instruct].")

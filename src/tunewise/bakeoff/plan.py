@@ -173,22 +173,32 @@ def arm_kinds_for(card: TaskCard) -> list[str]:
 
 def plan_arms(card: TaskCard, arms: Sequence[str] | None = None, models: Sequence[str] | None = None,
               *, shots: int = 5, options: PlanOptions | None = None) -> list[Arm]:
-    """Arm instances for ``arms`` (kinds; default: all that apply) on ``models``, in run order."""
+    """Arm instances for ``arms`` on ``models``, in run order.
+
+    ``arms``: kinds (default: all that apply to the task), each run on every model of ``models``,
+    or ``KIND@MODEL`` to run a kind on that one model only (``rag@gemma3-270m``), so that a
+    costly arm need not run on every model the cheap ones compare.
+    """
     options = options or PlanOptions(shots=shots)
-    chosen = list(arms) if arms else arm_kinds_for(card)
-    unknown = [a for a in chosen if a not in ARM_KINDS]
-    if unknown:
-        raise TunewiseError(f"unknown arm {unknown[0]!r}", where="--arms",
-                            fix=f"choose from {', '.join(ARM_KINDS)}")
     models = list(models) if models else list(DEFAULT_MODELS)
     options = replace(options, models=tuple(models))
+    wanted: dict[str, list[str]] = {}  # kind -> its models, in the order given
+    for entry in arms or arm_kinds_for(card):
+        name, _, model = entry.partition("@")  # a model spec may hold an @ itself: openai:m@URL
+        if name not in ARM_KINDS:
+            raise TunewiseError(f"unknown arm {name!r}", where="--arms", fix=f"choose from {', '.join(ARM_KINDS)}")
+        if model and not ARM_KINDS[name].per_model:
+            raise TunewiseError(f"the arm {name} runs on no language model, yet {entry!r} names one", where="--arms",
+                                fix=f"write just {name}")
+        chosen = wanted.setdefault(name, [])
+        chosen.extend(m for m in ([model] if model else models) if m not in chosen)
     planned: list[Arm] = []
     for name, kind in ARM_KINDS.items():
-        if name not in chosen:
+        if name not in wanted:
             continue
         try:
             if kind.per_model:
-                planned.extend(kind.build(model, card, options) for model in models)
+                planned.extend(kind.build(model, card, options) for model in wanted[name])
             else:
                 planned.append(kind.build(None, card, options))
         except TypeError as error:  # a --set field the arm does not have
