@@ -51,16 +51,10 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-DATA = Path(os.environ.get("TUNEWISE_SHARED_DATASETS") or Path(__file__).resolve().parents[2] / "shared" / "datasets") / "clinc150"
+from _clinc150 import ATTRIBUTION, DATA, INSTRUCTION
+from _machine import machine
+
 MODEL = "smollm2-135m-instruct"
-INSTRUCTION = (
-    "Classify the intent of the user's message to a voice assistant. "
-    "Use oos when the message fits none of the intents."
-)
-ATTRIBUTION = (
-    'CLINC150: Larson et al., "An Evaluation Dataset for Intent Classification and Out-of-Scope '
-    'Prediction", EMNLP 2019 (github: clinc/oos-eval), CC BY 3.0'
-)
 ARMS = ("zero_shot", "few_shot")
 
 
@@ -110,15 +104,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         if dtype not in ("fp32", "bf16"):
             p.error(f"unknown dtype {dtype!r}: use fp32 or bf16")
     return args
-
-
-def machine() -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("flags")), [])
-    simd = [f for f in ("avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile") if f in flags]
-    return {"nproc": os.cpu_count(), "cpu": model, "simd": simd, "loadavg": os.getloadavg()}
 
 
 def clinc_dataset(home: Path):

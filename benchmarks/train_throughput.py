@@ -41,7 +41,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import random
 import sys
 import tempfile
@@ -49,17 +48,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-SHARED = Path(os.environ.get("TUNEWISE_SHARED_DATASETS") or Path(__file__).resolve().parents[2] / "shared" / "datasets")
-DATA = SHARED / "clinc150"
+from _clinc150 import ATTRIBUTION, DATA, INSTRUCTION
+from _machine import machine
+
 MODEL = "smollm2-135m-instruct"
-INSTRUCTION = (
-    "Classify the intent of the user's message to a voice assistant. "
-    "Use oos when the message fits none of the intents."
-)
-ATTRIBUTION = (
-    'CLINC150: Larson et al., "An Evaluation Dataset for Intent Classification and Out-of-Scope '
-    'Prediction", EMNLP 2019 (github: clinc/oos-eval), CC BY 3.0'
-)
 AGREEMENT = 0.02  # the final losses must agree within 2%
 
 
@@ -82,15 +74,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.batch = args.batch or (4 if args.quick else 8)
     args.alpha = args.alpha or 2.0 * args.rank
     return args
-
-
-def machine() -> dict:
-    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-    model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")),
-                 platform.processor())
-    flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
-    simd = [f for f in ("avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile") if f in flags]
-    return {"nproc": os.cpu_count(), "cpu": model, "simd": simd, "loadavg": os.getloadavg()}
 
 
 # -- the machine's matmul peak ------------------------------------------------------------------

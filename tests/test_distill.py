@@ -298,36 +298,14 @@ def test_the_default_teacher_is_the_best_fine_tune_of_a_larger_model_in_this_bak
 
 # -- end to end on a tiny real model ---------------------------------------------------------------------
 
-TINY_SETTINGS = {"rank": 4, "learning_rate": 2e-2, "epochs": 3, "batch_size": 8, "eval_every": 4, "patience": 100,
-                 "threads": 1}
-
-
 def test_a_bakeoff_distills_a_fine_tuned_teacher_into_a_tiny_student(tiny_llama, tmp_path):
-    import torch
-    from test_learning_curve import write_tiny_task
+    from tiny_training import TINY_ARM_SETTINGS, run_tiny_bakeoff
 
-    from tunewise.bakeoff import BakeoffOptions, PlanOptions, plan_arms, run_bakeoff
-    from tunewise.models.local import LocalBackend
-    from tunewise.store import open_store
-    from tunewise.task.card import load_card
-
-    card = load_card(write_tiny_task(tmp_path))
     spec = str(tiny_llama)
-    options = PlanOptions(extra={"lora": {"settings": TINY_SETTINGS},
-                                 "distill": {"teacher": f"lora@{spec}", "settings": TINY_SETTINGS, "max_inputs": 40,
-                                             "min_confidence": 0.3}})
-    arms = plan_arms(card, ["lora", "distill"], [spec], options=options)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with open_store(f"sqlite:///{tmp_path / 'runs.db'}") as store:
-            # A budget far beyond need: the student's training then keeps the answering time free.
-            result = run_bakeoff(card, arms, store=store, load_embedder=lambda: None,
-                                 options=BakeoffOptions(budget_s=3600),
-                                 load_backend=lambda s: LocalBackend.load(s, device="cpu", dtype="float32"))
-            detail = store.get_run(result.run_id)
-    finally:
-        torch.set_num_threads(threads)
+    result, detail = run_tiny_bakeoff(tmp_path, spec, {
+        "lora": {"settings": TINY_ARM_SETTINGS},
+        "distill": {"teacher": f"lora@{spec}", "settings": TINY_ARM_SETTINGS, "max_inputs": 40, "min_confidence": 0.3},
+    })
     lora, distill = result.arms
     assert distill.name == f"distill[lora@{spec}]@{spec}" and distill.status == "finished" and distill.n == 14
     [artifact] = [a for a in detail.artifacts if a.kind == "distillation"]

@@ -13,6 +13,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from tiny_training import TINY_ARM_SETTINGS, load_tiny, run_tiny_bakeoff, write_tiny_task
 
 from tunewise.errors import TunewiseError
 from tunewise.scoring import resolve_metric
@@ -187,30 +188,7 @@ def test_joint_replicates_resample_the_test_examples_once_for_all_points():
     assert np.std(replicates[:, 1] - replicates[:, 0]) < np.std(replicates[:, 0])
 
 
-# -- the runs ---------------------------------------------------------------------------------
-
-# Settings that learn the tiny mapping in a few dozen steps of ~30 ms (see tests/tiny_training.py).
-TINY_SETTINGS = {"rank": 4, "learning_rate": 2e-2, "epochs": 3, "batch_size": 8, "eval_every": 4, "patience": 100,
-                 "threads": 1}
-
-
-def write_tiny_task(folder, copies: int = 12):
-    """A classify task the tiny Llama can learn: each MAPPING input with a number appended."""
-    from tiny_models import LABELS as TINY_LABELS
-    from tiny_training import MAPPING
-
-    def rows(numbers):
-        return "".join(json.dumps({"input": f"{text} {i}", "output": label}) + "\n"
-                       for i in numbers for text, label in MAPPING)
-
-    (folder / "train.jsonl").write_text(rows(range(copies)))
-    (folder / "validation.jsonl").write_text(rows([100]))
-    (folder / "test.jsonl").write_text(rows([200, 201]))
-    (folder / "task.yaml").write_text(
-        "name: tiny-intents\nkind: classify\ninstruction: Classify the intent of the message.\n"
-        "data: {train: train.jsonl, validation: validation.jsonl, test: test.jsonl}\n"
-        f"labels: {json.dumps(TINY_LABELS)}\n")
-    return folder / "task.yaml"
+# -- the runs (the tiny task, its settings and bake-off: tests/tiny_training.py) -------------------
 
 
 class ClockedTrainer:
@@ -307,12 +285,11 @@ def test_a_curve_whose_only_point_was_cut_short_says_so():
 
 def test_answering_time_is_measured_on_a_few_examples_before_training(tiny_llama, tmp_path):
     from tunewise.arms.learning_curve import ANSWER_SAMPLE, LoraRecipe
-    from tunewise.models.local import LocalBackend
     from tunewise.task.card import load_card
     from tunewise.task.load import load_task
 
     dataset = load_task(load_card(write_tiny_task(tmp_path)))
-    backend = LocalBackend.load(str(tiny_llama), device="cpu", dtype="float32")
+    backend = load_tiny(tiny_llama)
     recipe = LoraRecipe(dataset, backend, seed=0)
     assert recipe.validation == dataset.validation and recipe.train == dataset.train
     assert recipe.answer_seconds([]) == 0.0
@@ -350,28 +327,11 @@ def test_a_budget_that_cannot_fit_two_sizes_skips_the_arm_with_its_forecast(tmp_
 
 
 def test_a_bakeoff_draws_the_curve_on_a_tiny_model_and_reuses_the_lora_arms_adapter(tiny_llama, tmp_path):
-    import torch
-
-    from tunewise.bakeoff import BakeoffOptions, PlanOptions, plan_arms, run_bakeoff
-    from tunewise.models.local import LocalBackend
-    from tunewise.store import open_store
-    from tunewise.task.card import load_card
-
-    card = load_card(write_tiny_task(tmp_path))
     spec = str(tiny_llama)
-    options = PlanOptions(extra={"lora": {"settings": TINY_SETTINGS},
-                                 "lora_curve": {"sizes": (10, 30), "settings": TINY_SETTINGS}})
-    arms = plan_arms(card, ["lora", "lora_curve"], [spec], options=options)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with open_store(f"sqlite:///{tmp_path / 'runs.db'}") as store:
-            result = run_bakeoff(card, arms, store=store, load_embedder=lambda: None,
-                                 options=BakeoffOptions(budget_s=3600),
-                                 load_backend=lambda s: LocalBackend.load(s, device="cpu", dtype="float32"))
-            detail = store.get_run(result.run_id)
-    finally:
-        torch.set_num_threads(threads)
+    result, detail = run_tiny_bakeoff(tmp_path, spec, {
+        "lora": {"settings": TINY_ARM_SETTINGS},
+        "lora_curve": {"sizes": (10, 30), "settings": TINY_ARM_SETTINGS},
+    })
     lora, curve = result.arms
     assert curve.name == f"lora_curve@{spec}" and curve.status == "finished" and curve.n == 14
     [artifact] = [a for a in detail.artifacts if a.kind == "learning_curve"]

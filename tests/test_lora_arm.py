@@ -10,9 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-import torch
 from tiny_models import INSTRUCTION, LABELS
-from tiny_training import MAPPING
+from tiny_training import MAPPING, load_tiny, one_torch_thread
 
 from tunewise.arms import lora as lora_module
 from tunewise.arms.base import ArmContext, Budget
@@ -35,15 +34,13 @@ def _one_thread(request):
     if "slow" in request.keywords:
         yield
         return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
 def llama(tiny_llama) -> LocalBackend:
-    return LocalBackend.load(str(tiny_llama), device="cpu", dtype="float32")
+    return load_tiny(tiny_llama)
 
 
 def examples(rows: Sequence[tuple[str, str]]) -> list[Example]:

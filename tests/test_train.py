@@ -16,6 +16,8 @@ from tiny_training import (
     MAPPING,
     adapter_tensors,
     chat,
+    load_tiny,
+    one_torch_thread,
     tiny_pairs,
     validation_pairs,
 )
@@ -43,15 +45,13 @@ from tunewise.train.lora import LoraLinear
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
 def llama(tiny_llama) -> LocalBackend:
-    return LocalBackend.load(str(tiny_llama), device="cpu", dtype="float32")
+    return load_tiny(tiny_llama)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_the_base_backend_is_left_exactly_as_it_was(llama, reference):
     # weights untouched (the same hash as a fresh load).
     assert not any(isinstance(m, LoraLinear) for m in llama.model.modules())
     assert all(p.requires_grad for p in llama.model.parameters())
-    fresh = LocalBackend.load(llama.model.name_or_path, device="cpu", dtype="float32")
+    fresh = load_tiny(llama.model.name_or_path)
     assert weights_sha256(llama.model) == weights_sha256(fresh.model)
     assert not llama.model.training
 
@@ -251,7 +251,7 @@ def test_an_adapter_is_refused_on_another_base_model(reference, tmp_path):
     write_tokenizer(other)
     write_qwen3(other)
     with pytest.raises(AdapterError, match="trained on local:"):
-        load_adapter(LocalBackend.load(str(other), device="cpu", dtype="float32"), reference["result"].adapter_dir)
+        load_adapter(load_tiny(other), reference["result"].adapter_dir)
 
 
 def test_a_manifest_listing_other_files_is_refused(llama, reference, tmp_path):
@@ -309,7 +309,7 @@ def test_a_base_model_learns_answers_in_its_plain_text_format(tiny_llama, tmp_pa
     config.pop("chat_template", None)
     (base / "tokenizer_config.json").write_text(json.dumps(config))
     (base / "chat_template.jinja").unlink(missing_ok=True)
-    backend = LocalBackend.load(str(base), device="cpu", dtype="float32")
+    backend = load_tiny(base)
     assert backend.kind == "base"
     settings = LoraSettings(rank=4, learning_rate=2e-2, epochs=4, batch_size=4, threads=1)
     result = train_adapter(backend, tiny_pairs(), validation_pairs(), settings, out_dir=tmp_path / "a")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from tiny_models import LABELS
-from tiny_training import MAPPING, chat, tiny_pairs, validation_pairs
+from tiny_training import MAPPING, chat, load_tiny, one_torch_thread, tiny_pairs, validation_pairs
 
 from tunewise.cli import cli
 from tunewise.models.local import LocalBackend
@@ -22,16 +22,14 @@ SETTINGS = LoraSettings(rank=4, learning_rate=2e-2, epochs=2, batch_size=4, thre
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture
 def trained(tiny_llama):
     """A tiny adapter in this test's tunewise home, and the backend it was trained on."""
-    backend = LocalBackend.load(str(tiny_llama), device="cpu", dtype="float32")
+    backend = load_tiny(tiny_llama)
     result = train_adapter(backend, tiny_pairs(copies=2), validation_pairs(), SETTINGS, meta={"task": "tiny-intents"})
     return backend, result
 
@@ -93,7 +91,7 @@ def test_merge_writes_a_model_folder_that_loads_anywhere(trained, tmp_path):
     out = tmp_path / "merged"
     shown = invoke("adapters", "merge", str(result.adapter_dir), "--out", str(out))
     assert shown.exit_code == 0
-    merged = LocalBackend.load(str(out), device="cpu", dtype="float32")
+    merged = load_tiny(out)
     tuned = load_adapter(backend, result.adapter_dir)
     prompts = [chat(f"{text} 1") for text, _ in MAPPING]
     ours = [s.logprobs for s in tuned.score_options(prompts, LABELS)]
@@ -133,7 +131,7 @@ def test_merge_refuses_when_the_base_model_changed(tiny_llama, tmp_path):
 
     base = tmp_path / "base"
     shutil.copytree(tiny_llama, base)
-    backend = LocalBackend.load(str(base), device="cpu", dtype="float32")
+    backend = load_tiny(base)
     result = train_adapter(backend, tiny_pairs(copies=1), [], LoraSettings(rank=4, max_steps=2, threads=1))
     # The base folder still loads, but its weights are no longer those the adapter trained on.
     tensors = load_file(str(base / "model.safetensors"))

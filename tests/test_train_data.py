@@ -16,7 +16,7 @@ from tiny_models import (
     write_qwen3,
     write_tokenizer,
 )
-from tiny_training import MAPPING, chat, tiny_pairs
+from tiny_training import MAPPING, chat, load_tiny, one_torch_thread, tiny_pairs
 
 from tunewise.errors import TunewiseError
 from tunewise.models.base import Message
@@ -37,10 +37,8 @@ FAMILIES = {"llama": write_llama, "gemma3": write_gemma3, "qwen3": write_qwen3, 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +54,7 @@ def family_folders(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def llama(tiny_llama) -> LocalBackend:
-    return LocalBackend.load(str(tiny_llama), device="cpu", dtype="float32")
+    return load_tiny(tiny_llama)
 
 
 def plain_loss_sum(model, examples: list[EncodedPair]) -> float:
@@ -74,7 +72,7 @@ def plain_loss_sum(model, examples: list[EncodedPair]) -> float:
 @pytest.mark.parametrize("family", list(FAMILIES))
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 def test_packed_answer_loss_equals_the_plain_per_example_loss(family_folders, family, attention):
-    backend = LocalBackend.load(str(family_folders[family]), device="cpu", dtype="float32")
+    backend = load_tiny(family_folders[family])
     if attention == "eager":
         backend.model.set_attn_implementation("eager")
     examples, _ = encode_pairs(backend, tiny_pairs(copies=2), max_tokens=4096)

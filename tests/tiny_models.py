@@ -59,75 +59,45 @@ def write_tokenizer(folder: Path) -> None:
     fast.save_pretrained(folder)
 
 
-def write_llama(folder: Path) -> None:
-    torch.manual_seed(0)
-    config = LlamaConfig(
+# The tokenizer's special tokens, in the order write_tokenizer adds them.
+SPECIAL_TOKEN_IDS = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+
+
+def write_model(folder: Path, seed: int, config_class, model_class, **architecture) -> None:
+    """Saves a random ``model_class`` drawn with ``seed``: the sizes every tiny model shares (the
+    tokenizer's 320 tokens, width 64), plus its family's ``architecture`` (layers, heads, windows)."""
+    torch.manual_seed(seed)
+    config = config_class(
         vocab_size=320,
         hidden_size=64,
         intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
         initializer_range=0.3,  # peaked distributions: greedy decoding without near-ties
-        tie_word_embeddings=True,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
+        **architecture,
     )
-    LlamaForCausalLM(config).save_pretrained(folder)
+    model_class(config).save_pretrained(folder)
+
+
+def write_llama(folder: Path) -> None:
+    write_model(folder, 0, LlamaConfig, LlamaForCausalLM, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True, **SPECIAL_TOKEN_IDS)
 
 
 def write_gemma3(folder: Path) -> None:
-    torch.manual_seed(1)
-    config = Gemma3TextConfig(
-        vocab_size=320,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=32,
-        sliding_window=6,  # far shorter than the prompts: the windowed masks must be right
-        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
-        max_position_embeddings=512,
-        initializer_range=0.3,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
-    Gemma3ForCausalLM(config).save_pretrained(folder)
+    write_model(folder, 1, Gemma3TextConfig, Gemma3ForCausalLM, num_hidden_layers=3, num_attention_heads=2,
+                num_key_value_heads=1, head_dim=32,
+                sliding_window=6,  # far shorter than the prompts: the windowed masks must be right
+                layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                max_position_embeddings=512, **SPECIAL_TOKEN_IDS)
 
 
 def write_qwen3(folder: Path) -> None:
-    torch.manual_seed(2)
-    config = Qwen3Config(
-        vocab_size=320,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        use_sliding_window=True,
-        sliding_window=6,
-        max_window_layers=1,  # layer 0 full, layers 1-2 sliding
-        initializer_range=0.3,
-        tie_word_embeddings=True,
-    )
-    Qwen3ForCausalLM(config).save_pretrained(folder)
+    write_model(folder, 2, Qwen3Config, Qwen3ForCausalLM, num_hidden_layers=3, num_attention_heads=4,
+                num_key_value_heads=2, head_dim=16, use_sliding_window=True, sliding_window=6,
+                max_window_layers=1,  # layer 0 full, layers 1-2 sliding
+                tie_word_embeddings=True)
 
 
 def write_mistral(folder: Path) -> None:
-    torch.manual_seed(3)
-    config = MistralConfig(  # no layer_types: every layer slides
-        vocab_size=320,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        sliding_window=6,
-        initializer_range=0.3,
-    )
-    MistralForCausalLM(config).save_pretrained(folder)
+    # No layer_types: every layer slides.
+    write_model(folder, 3, MistralConfig, MistralForCausalLM, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, sliding_window=6)

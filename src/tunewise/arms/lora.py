@@ -24,6 +24,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tunewise.arms.answers import AnswerPlan
@@ -57,10 +58,7 @@ class Lora(Arm):
 
     def __post_init__(self) -> None:
         self.lora_settings()  # fail at planning time, with the field and the bad value
-        if self.max_train_examples is not None and self.max_train_examples < MIN_TRAIN_EXAMPLES:
-            raise TunewiseError(f"max_train_examples must be at least {MIN_TRAIN_EXAMPLES}, "
-                                f"got {self.max_train_examples}", where="lora.max_train_examples",
-                                fix=f"set it to {MIN_TRAIN_EXAMPLES} or more, or leave it unset")
+        check_max_train_examples(self.max_train_examples, where="lora.max_train_examples")
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -90,23 +88,12 @@ class Lora(Arm):
         return values
 
     def applies(self, dataset: Dataset) -> str | None:
-        from tunewise.models.load import is_remote
-
-        if is_remote(self.model):
-            return f"LoRA trains local models; {self.model} is served by an API"
-        if len(dataset.train) < MIN_TRAIN_EXAMPLES:
-            return (f"fine-tuning needs at least {MIN_TRAIN_EXAMPLES} training examples, "
-                    f"the task has {len(dataset.train)}")
-        return labels_missing(dataset)
+        return cannot_train(self.model, dataset) or labels_missing(dataset)
 
     def estimated_seconds(self, dataset: Dataset, n_examples: int) -> float | None:
-        """The smallest run this arm would do: training on the budget-cut sample (or all of a
-        smaller split) plus answering ``n_examples``."""
-        shape = _shape_from_text(dataset)
-        n_train = min(len(_split_train_validation(dataset, 0)[0]), MIN_BUDGETED_EXAMPLES,
-                      self.max_train_examples or math.inf)
-        speed = _speed(self.model)
-        return forecast_training_s(n_train, shape, self.lora_settings(), speed) + n_examples * shape.answer_s(speed)
+        """The smallest run this arm would do (training on the budget-cut sample, then answering)."""
+        return forecast_smallest_run_s(self.model, dataset, _shape_from_text(dataset), self.lora_settings(),
+                                       self.max_train_examples, n_examples)
 
     def prepare(self, context: ArmContext) -> Candidate:
         from tunewise.train import TrainingPair, load_adapter, train_adapter
@@ -115,10 +102,7 @@ class Lora(Arm):
         reason = self.applies(dataset)
         if reason:
             raise TunewiseError(reason, where=self.name, fix="add training examples, or use a local model")
-        backend = context.backend(self.model)
-        if not hasattr(backend, "format"):
-            raise TunewiseError(f"{self.model} did not load as a local model", where=self.name,
-                                fix="use a catalog name, a model folder or a hub id")
+        backend = local_backend(context, self.model, where=self.name)
         seed = context.seed if self.seed is None else self.seed
         plan = AnswerPlan.for_dataset(dataset, backend.count_tokens)
         prefix = shared_prefix(task_brief(dataset.card, labels=plan.labels, schema=plan.schema))
@@ -127,8 +111,7 @@ class Lora(Arm):
             train = _seeded_sample(train, self.max_train_examples, seed)
 
         settings = self.lora_settings()
-        budget = context.budget.seconds
-        train_budget = None if budget is None else TRAIN_SHARE * budget
+        train_budget = training_budget_s(context)
         full = len(train)
         if train_budget is not None:
             shape = _shape_from_tokens(backend, prefix, train, dataset.card.kind, plan)
@@ -149,9 +132,7 @@ class Lora(Arm):
         if result.stopped == "budget":
             limited["stopped_at_step"] = result.steps
         self._limited = limited or None
-        if context.store is not None and context.run_id is not None:
-            context.store.add_artifact(context.run_id, kind="lora_adapter",
-                                       name=f"{self.name}/{result.adapter_dir.name}", path=result.adapter_dir)
+        record_adapter(context, self.name, result.adapter_dir)
 
         tuned = load_adapter(backend, result.adapter_dir)
         metrics = result.manifest["metrics"]
@@ -159,13 +140,7 @@ class Lora(Arm):
             **base_config("lora", self.model, plan),
             "adapter": result.adapter_dir.name,
             "settings": result.manifest["settings"],
-            "seed": seed,
-            "train_examples": len(train),
-            "train_examples_available": full,
-            "validation_examples": len(validation),
-            "validation_held_out_of_train": held_out,
-            "steps": result.steps,
-            "stopped": result.stopped,
+            **training_config(result, seed, train, full, validation, held_out),
             "best_step": result.best_step,
             "best_val_loss": metrics.get("best_val_loss"),
             "reused_adapter": result.reused,
@@ -181,6 +156,76 @@ def training_answer(example: Example) -> str:
     """The answer an example teaches: its output as the task gives it (the label, the JSON
     object, the text), trimmed as the few-shot prompts trim it."""
     return example.output.strip()
+
+
+# -- shared with the other arms that train a LoRA adapter (rag_lora) -----------------------------
+
+
+def check_max_train_examples(max_train_examples: int | None, where: str) -> None:
+    """Refuses, at planning time, a cap on the training examples too small to fine-tune on."""
+    if max_train_examples is not None and max_train_examples < MIN_TRAIN_EXAMPLES:
+        raise TunewiseError(f"max_train_examples must be at least {MIN_TRAIN_EXAMPLES}, "
+                            f"got {max_train_examples}", where=where,
+                            fix=f"set it to {MIN_TRAIN_EXAMPLES} or more, or leave it unset")
+
+
+def cannot_train(model: str, dataset: Dataset) -> str | None:
+    """Why LoRA cannot fine-tune ``model`` on ``dataset`` (a remote model, too few training
+    examples); None when it can."""
+    from tunewise.models.load import is_remote
+
+    if is_remote(model):
+        return f"LoRA trains local models; {model} is served by an API"
+    if len(dataset.train) < MIN_TRAIN_EXAMPLES:
+        return (f"fine-tuning needs at least {MIN_TRAIN_EXAMPLES} training examples, "
+                f"the task has {len(dataset.train)}")
+    return None
+
+
+def forecast_smallest_run_s(model: str, dataset: Dataset, shape: Shape, settings, max_train_examples: int | None,
+                            n_examples: int) -> float:
+    """The smallest run an arm that trains ``model`` would do: training on the budget-cut sample
+    (or all of a smaller split) plus answering ``n_examples``, with prompts of ``shape``."""
+    n_train = min(len(_split_train_validation(dataset, 0)[0]), MIN_BUDGETED_EXAMPLES, max_train_examples or math.inf)
+    speed = _speed(model)
+    return forecast_training_s(n_train, shape, settings, speed) + n_examples * shape.answer_s(speed)
+
+
+def local_backend(context: ArmContext, model: str, where: str):
+    """``model`` loaded by the bake-off; TunewiseError unless it is a local model (one LoRA can train)."""
+    backend = context.backend(model)
+    if not hasattr(backend, "format"):
+        raise TunewiseError(f"{model} did not load as a local model", where=where,
+                            fix="use a catalog name, a model folder or a hub id")
+    return backend
+
+
+def training_budget_s(context: ArmContext) -> float | None:
+    """Seconds of the arm's time budget that training may take (``TRAIN_SHARE``); None: no budget."""
+    budget = context.budget.seconds
+    return None if budget is None else TRAIN_SHARE * budget
+
+
+def record_adapter(context: ArmContext, arm_name: str, adapter_dir: Path) -> None:
+    """Lists the trained adapter among the run's artifacts, when the bake-off keeps a store."""
+    if context.store is not None and context.run_id is not None:
+        context.store.add_artifact(context.run_id, kind="lora_adapter", name=f"{arm_name}/{adapter_dir.name}",
+                                   path=adapter_dir)
+
+
+def training_config(result, seed: int, train: Sequence[Example], available: int, validation: Sequence[Example],
+                    held_out: int) -> dict[str, Any]:
+    """The candidate config's account of the training (``result``, a TrainResult): on how many of
+    the ``available`` examples, with what validation, and how it ended."""
+    return {
+        "seed": seed,
+        "train_examples": len(train),
+        "train_examples_available": available,
+        "validation_examples": len(validation),
+        "validation_held_out_of_train": held_out,
+        "steps": result.steps,
+        "stopped": result.stopped,
+    }
 
 
 # -- forecasts ---------------------------------------------------------------------------------
@@ -303,4 +348,7 @@ def _seeded_sample(examples: Sequence[Example], n: int, seed: int) -> list[Examp
     return [examples[i] for i in keep]
 
 
-__all__ = ["Lora", "Shape", "forecast_training_s", "largest_fitting", "training_answer"]
+__all__ = [
+    "Lora", "Shape", "cannot_train", "check_max_train_examples", "forecast_smallest_run_s", "forecast_training_s",
+    "largest_fitting", "local_backend", "record_adapter", "training_answer", "training_budget_s", "training_config",
+]

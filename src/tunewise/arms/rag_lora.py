@@ -16,7 +16,6 @@ of fine-tuning.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,15 +23,17 @@ from typing import Any
 from tunewise.arms.base import ArmContext, Candidate
 from tunewise.arms.lora import (
     CHARS_PER_TOKEN,
-    MIN_BUDGETED_EXAMPLES,
-    MIN_TRAIN_EXAMPLES,
-    TRAIN_SHARE,
     _seeded_sample,
     _shape_from_text,
-    _speed,
     _split_train_validation,
-    forecast_training_s,
+    cannot_train,
+    check_max_train_examples,
+    forecast_smallest_run_s,
+    local_backend,
+    record_adapter,
     training_answer,
+    training_budget_s,
+    training_config,
 )
 from tunewise.arms.rag import Rag, RagCandidate, Retrieval
 from tunewise.arms.rag_prompt import rag_chat
@@ -58,10 +59,7 @@ class RagLora(Rag):
         super().__post_init__()
         self._limited: dict[str, Any] | None = None
         self._lora_settings()  # fail at planning time, with the field and the bad value
-        if self.max_train_examples is not None and self.max_train_examples < MIN_TRAIN_EXAMPLES:
-            raise TunewiseError(f"max_train_examples must be at least {MIN_TRAIN_EXAMPLES}, "
-                                f"got {self.max_train_examples}", where="rag_lora.max_train_examples",
-                                fix=f"set it to {MIN_TRAIN_EXAMPLES} or more, or leave it unset")
+        check_max_train_examples(self.max_train_examples, where="rag_lora.max_train_examples")
 
     def _lora_settings(self):
         from tunewise.arms.lora import Lora
@@ -77,14 +75,7 @@ class RagLora(Rag):
         return values
 
     def applies(self, dataset: Dataset) -> str | None:
-        from tunewise.models.load import is_remote
-
-        if is_remote(self.model):
-            return f"LoRA trains local models; {self.model} is served by an API"
-        if len(dataset.train) < MIN_TRAIN_EXAMPLES:
-            return (f"fine-tuning needs at least {MIN_TRAIN_EXAMPLES} training examples, "
-                    f"the task has {len(dataset.train)}")
-        return super().applies(dataset)
+        return cannot_train(self.model, dataset) or super().applies(dataset)
 
     def estimated_seconds(self, dataset: Dataset, n_examples: int) -> float | None:
         """As the LoRA arm's forecast, with every prompt ``max_context_tokens`` longer (the
@@ -92,10 +83,8 @@ class RagLora(Rag):
         shape = _shape_from_text(dataset)
         context_tokens = min(self.max_context_tokens, self.k * 1000 / CHARS_PER_TOKEN)  # chunks: <= 1,000 chars
         shape = type(shape)(shape.prefix, shape.own + context_tokens, shape.answer_work + context_tokens)
-        n_train = min(len(_split_train_validation(dataset, 0)[0]), MIN_BUDGETED_EXAMPLES,
-                      self.max_train_examples or math.inf)
-        speed = _speed(self.model)
-        return forecast_training_s(n_train, shape, self._lora_settings(), speed) + n_examples * shape.answer_s(speed)
+        return forecast_smallest_run_s(self.model, dataset, shape, self._lora_settings(), self.max_train_examples,
+                                       n_examples)
 
     def prepare(self, context: ArmContext) -> Candidate:
         from tunewise.train import TrainingPair, load_adapter, train_adapter
@@ -105,10 +94,7 @@ class RagLora(Rag):
         if reason:
             raise TunewiseError(reason, where=self.name,
                                 fix="add training examples, use a local model, and set `knowledge:` in the card")
-        backend = context.backend(self.model)
-        if not hasattr(backend, "format"):
-            raise TunewiseError(f"{self.model} did not load as a local model", where=self.name,
-                                fix="use a catalog name, a model folder or a hub id")
+        backend = local_backend(context, self.model, where=self.name)
         # The plain RAG candidate on the base model: its retrieval and prompts build the
         # training pairs, exactly as it will build the test prompts.
         base = super().prepare(context)
@@ -128,17 +114,14 @@ class RagLora(Rag):
                     made.append(TrainingPair(chat, cited_answer(example, retrieval, cite=base.cite)))
             return made
 
-        budget = context.budget.seconds
-        train_budget = None if budget is None else TRAIN_SHARE * budget
         result = train_adapter(
-            backend, pairs(train), pairs(validation), self._lora_settings(), budget_s=train_budget, seed=seed,
+            backend, pairs(train), pairs(validation), self._lora_settings(), budget_s=training_budget_s(context),
+            seed=seed,
             meta={"task": dataset.card.name, "arm": self.name, "data": dataset.data_hashes,
                   "knowledge": base.config["knowledge"].get("fingerprint")},
         )
         self._limited = {"stopped_at_step": result.steps} if result.stopped == "budget" else None
-        if context.store is not None and context.run_id is not None:
-            context.store.add_artifact(context.run_id, kind="lora_adapter",
-                                       name=f"{self.name}/{result.adapter_dir.name}", path=result.adapter_dir)
+        record_adapter(context, self.name, result.adapter_dir)
 
         tuned = load_adapter(backend, result.adapter_dir)
         config = {
@@ -146,13 +129,7 @@ class RagLora(Rag):
             "arm": self.kind_name,
             "adapter": result.adapter_dir.name,
             "lora_settings": result.manifest["settings"],
-            "seed": seed,
-            "train_examples": len(train),
-            "train_examples_available": full,
-            "validation_examples": len(validation),
-            "validation_held_out_of_train": held_out,
-            "steps": result.steps,
-            "stopped": result.stopped,
+            **training_config(result, seed, train, full, validation, held_out),
             "best_val_loss": result.manifest["metrics"].get("best_val_loss"),
             "reused_adapter": result.reused,
         }

@@ -101,8 +101,8 @@ class ArtifactRecord(_ToDict):
 
 
 @dataclass(frozen=True, slots=True)
-class RunSummary(_ToDict):
-    """One line of `tunewise runs list`."""
+class _RunHead(_ToDict):
+    """What every view of a run starts with: which run, of which task, and when."""
 
     id: int
     task_id: int
@@ -111,9 +111,6 @@ class RunSummary(_ToDict):
     status: str
     created_at: datetime
     finished_at: datetime | None
-    arms: int
-    predictions: int
-    summary: dict[str, Any] | None
 
     @property
     def duration_s(self) -> float | None:
@@ -122,16 +119,18 @@ class RunSummary(_ToDict):
 
 
 @dataclass(frozen=True, slots=True)
-class RunDetail(_ToDict):
+class RunSummary(_RunHead):
+    """One line of `tunewise runs list`."""
+
+    arms: int
+    predictions: int
+    summary: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunDetail(_RunHead):
     """Everything about one run (`tunewise runs show ID`): what rebuilds it and what it found."""
 
-    id: int
-    task_id: int
-    task_name: str
-    kind: str
-    status: str
-    created_at: datetime
-    finished_at: datetime | None
     card: dict[str, Any]  # the task card as it was, every field (TaskCard.model_validate rebuilds it)
     data_hashes: dict[str, Any]  # sha256 of each data file, by role
     package_versions: dict[str, Any]  # python, platform, cpu, packages (see provenance.environment)
@@ -146,10 +145,6 @@ class RunDetail(_ToDict):
     @property
     def predictions(self) -> int:
         return sum(arm.predictions for arm in self.arms)
-
-    @property
-    def duration_s(self) -> float | None:
-        return None if self.finished_at is None else (self.finished_at - self.created_at).total_seconds()
 
     def arm(self, name: str) -> ArmSummary:
         """The arm called ``name`` (to resume it); StoreError if the run has none."""
