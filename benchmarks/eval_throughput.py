@@ -11,7 +11,8 @@ arm (zero-shot, few-shot random) and each dtype:
 (b) tunewise             the arm's real ``prepare`` / ``predict`` (LocalBackend.score_options:
                          shared-prefix KV reuse, then a best-first search over the label trie
                          that scores the best label exactly and stops each other label as
-                         soon as it cannot win), in the bake-off's batches of 16.
+                         soon as it cannot win), in the arm's own batch size (the
+                         bake-off's: 64 for local label scoring; --quick runs one batch of 16).
 (c) plain naive scoring  per example: one forward pass over the batch of (prompt + label)
                          sequences, all 151, no prefix reuse, written here from the chat
                          template alone. It scores what (b) scores, so (b)'s predictions must

@@ -28,13 +28,20 @@ from tiny_models import (
 
 from tunewise.arms.answers import softmax
 from tunewise.errors import TunewiseError
-from tunewise.models import catalog
+from tunewise.models import catalog, prefix_attention
 from tunewise.models.base import GenerateOptions, Message
 from tunewise.models.catalog import CatalogModel, resolve_model
 from tunewise.models.gguf_cache import GgufPart, GgufSource
-from tunewise.models.json_stop import JsonObjectEnd, JsonStart, object_end, object_start_ids
+from tunewise.models.json_stop import (
+    JsonObjectEnd,
+    JsonStart,
+    object_end,
+    object_start_ids,
+)
 from tunewise.models.local import LocalBackend
 from tunewise.models.option_scoring import OptionTrie, score_naive
+
+_flash = prefix_attention._flash_cpu
 
 
 @pytest.fixture(autouse=True)
@@ -158,6 +165,34 @@ def test_best_first_edge_cases_against_naive_scoring(llama_backend, options):
         assert bool(exact[:, 0].all()) and bool((pruned[:, 0] == 0).all())
     if len(options) > 2 and options[0] == options[2]:
         assert bool((pruned[:, 0] == pruned[:, 2]).all()) and bool((pruned.argmax(1) != 2).all())
+
+
+@pytest.mark.parametrize("build", [None, write_gemma3], ids=["llama", "gemma3"])
+def test_prefix_read_once_attention_equals_the_stock_path(llama_backend, build, tmp_path, monkeypatch):
+    """The best-first search's split attention (the shared prefix once for all prompts, each
+    prompt's own keys apart, merged by log-sum-exp) gives the stock SDPA path's numbers; on
+    Gemma 3's 6-token sliding windows some trie nodes see none of the prefix at all."""
+    backend = llama_backend
+    if build is not None:
+        write_tokenizer(tmp_path)
+        build(tmp_path)
+        backend = LocalBackend.load(str(tmp_path), device="cpu", dtype="float32")
+    calls = []
+    monkeypatch.setattr(prefix_attention, "_flash_cpu", lambda *a, **k: calls.append(1) or _flash(*a, **k))
+    prompts = [backend.format.ids(_chat(text)) for text in INPUTS]
+    trie = OptionTrie.build(backend.option_token_ids(LABELS, prompt=_chat("x")))
+    assert backend.scorer.read_prefix_once
+    split, split_exact = backend.scorer.score_best_first(prompts, trie)
+    assert calls and backend.model.config._attn_implementation == "sdpa"  # used, and switched back
+    backend.scorer.read_prefix_once = False
+    calls.clear()
+    stock, stock_exact = backend.scorer.score_best_first(prompts, trie)
+    assert not calls
+    assert split.argmax(1).tolist() == stock.argmax(1).tolist()
+    assert bool((split_exact == stock_exact).all())
+    assert split == pytest.approx(stock, abs=2e-4)
+    reference = score_naive(backend.model, prompts, backend.option_token_ids(LABELS, prompt=_chat("x")))
+    assert split[split_exact] == pytest.approx(reference[split_exact], abs=2e-4)
 
 
 def test_prefix_cache_is_sliced_and_extended_across_calls(llama_backend):

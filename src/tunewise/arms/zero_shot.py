@@ -35,6 +35,9 @@ class PromptCandidate(Candidate):
     def prompts(self, batch: Sequence[Example]) -> list[Chat]:
         return [with_input(self.prefix, example.input) for example in batch]
 
+    def batch_size(self) -> int:
+        return self.backend.batch_sizes["score" if self.plan.kind is Kind.classify else "generate"]
+
     def predict(self, batch: Sequence[Example]) -> list[Prediction]:
         if not batch:
             return []

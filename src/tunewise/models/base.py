@@ -70,6 +70,11 @@ class Backend(ABC):
     #: Stable identifier recorded with every prediction (e.g. "local:smollm2-135m-instruct@<sha>").
     model_id: str
 
+    #: How many prompts a bake-off should hand over at once: per kind of call, "score" (label
+    #: scoring) and "generate". More is faster where the backend batches; fewer loses less to a
+    #: kill and shows progress sooner.
+    batch_sizes: dict[str, int] = {"score": 16, "generate": 16}
+
     @abstractmethod
     def generate(self, prompts: Sequence[Chat], options: GenerateOptions | None = None) -> list[Generation]:
         """One completion per prompt, in order."""
@@ -86,5 +91,5 @@ class Backend(ABC):
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` under this model's tokenizer (an estimate where none is available)."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release connections or memory."""

@@ -32,12 +32,35 @@ from transformers import (
 
 from tunewise.errors import TunewiseError
 from tunewise.hub import cache_first
-from tunewise.models.base import Backend, Chat, GenerateOptions, Generation, OptionScores, Usage
-from tunewise.models.catalog import CATALOG, Kind, ResolvedModel, models_dir, resolve_model
+from tunewise.models.base import (
+    Backend,
+    Chat,
+    GenerateOptions,
+    Generation,
+    OptionScores,
+    Usage,
+)
+from tunewise.models.catalog import (
+    CATALOG,
+    Kind,
+    ResolvedModel,
+    models_dir,
+    resolve_model,
+)
 from tunewise.models.device import pick_device, pick_dtype
 from tunewise.models.gguf_cache import cache_problems, read_manifest
-from tunewise.models.json_stop import JsonObjectEnd, JsonStart, object_end, object_start_ids
-from tunewise.models.option_scoring import OptionTrie, PrefixTrieScorer, common_prefix_length, score_naive
+from tunewise.models.json_stop import (
+    JsonObjectEnd,
+    JsonStart,
+    object_end,
+    object_start_ids,
+)
+from tunewise.models.option_scoring import (
+    OptionTrie,
+    PrefixTrieScorer,
+    common_prefix_length,
+    score_naive,
+)
 from tunewise.models.prompt_format import AnswerAffixes, PromptFormat
 
 MIN_SHARED_PREFIX = 16
@@ -87,6 +110,10 @@ class LocalBackend(Backend):
         self.model_id = f"local:{name}@{fingerprint[:12]}" if fingerprint else f"local:{name}"
         self.price_per_hour = price_per_hour
         self.max_batch_size = max_batch_size
+        # Label scoring gains from large batches: one best-first search over more prompts reads
+        # the shared prefix once a round for all of them (CLINC150 zero-shot, SmolLM2, 2 cores:
+        # 1.50 ex/s in batches of 16, 1.85 of 48, 2.20 of 96); generation batches stay small.
+        self.batch_sizes = {"score": 64, "generate": max_batch_size}
         self.reuse_prefix = reuse_prefix
         #: Score every option in full by default (else: the exact best, bounds for the rest).
         self.exact_scores = exact_scores

@@ -20,7 +20,7 @@ example, against 5.2 s without the shared prefix and 18 s for each example's own
 by all 151 options as a batch; all three chose the same labels, scores within 1e-4. What is left
 is the trie's ~440 tokens per example through every MLP, which scoring every option requires.
 (A custom attention that reads the prefix once and skips the mask's empty trie block halved
-attention time but moved the total by less than the machine's noise, so plain SDPA stayed.)
+attention time but moved the total by less than the machine's noise, so plain SDPA stayed here.)
 
 Classification needs the best option, not all of them: ``score_best_first`` (``_BestFirst``)
 is branch and bound over the same trie. An option's log-prob is at most that of any of its
@@ -31,6 +31,10 @@ such), which only ever under-states the best option's softmax share. How much it
 on how sure the model is: on CLINC150 with SmolLM2-135M, a zero-shot prompt the model mostly
 answers in prose (best label ~e^-13) still runs ~175 of 424 nodes per example; with an answer
 format it follows (few-shot) ~8 of 151 labels are finished and the rest stop at a prefix.
+The search packs all prompts of a batch into one row; on the CPU its attention reads the shared
+prefix once for the whole row and each prompt's own keys apart (``prefix_attention``), so the
+row can hold many prompts: zero-shot, 2.20 examples/s in batches of 96 against 1.54 with
+stock SDPA over the packed row (which scores every query against every prompt's keys).
 
 Models whose layers this mask cannot describe (recurrent or chunked-attention hybrids), or whose
 attention kernel ignores 4-D masks (flash-attention), are scored by ``score_naive``: one plain
@@ -47,6 +51,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from transformers import DynamicCache
+
+from tunewise.models.prefix_attention import PromptBlocks, prefix_attention, usable
 
 _SUPPORTED_LAYER_TYPES = {"full_attention", "sliding_attention"}
 
@@ -162,6 +168,9 @@ class PrefixTrieScorer:
             self._layer_types = ["sliding_attention"] * config.num_hidden_layers  # Mistral-style: every layer
         self._attention = getattr(config, "_attn_implementation", None) or "sdpa"
         self._bool_masks = self._attention == "sdpa"
+        #: Best-first search reads the shared prefix once per round for all prompts and each
+        #: prompt's own keys apart (see prefix_attention) where the model runs SDPA on the CPU.
+        self.read_prefix_once = usable(model)
         self._prefix: _PrefixCache | None = None
 
     @property
@@ -315,7 +324,10 @@ class PrefixTrieScorer:
         self._prefix = _PrefixCache(tokens, kv)
         return kv
 
-    def _forward(self, past, input_ids, positions, allowed, key_positions, logits_to_keep):
+    def _forward(self, past, input_ids, positions, allowed, key_positions, logits_to_keep, prompt_blocks=None):
+        """Logits at ``logits_to_keep`` and the cache (``past`` + these queries). With
+        ``prompt_blocks`` (see prefix_attention), ``past``, ``allowed`` and ``key_positions``
+        cover only what follows the shared prefix."""
         batch = input_ids.shape[0]
         # A cache without the model config keeps every position in every layer (no sliding-window
         # eviction): the windows are enforced by the masks instead, so the prefix stays reusable.
@@ -324,15 +336,18 @@ class PrefixTrieScorer:
             if past
             else DynamicCache()
         )
-        output = self.model(
-            input_ids=input_ids,
-            position_ids=positions,
-            attention_mask=self._masks(allowed, positions, key_positions),
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=logits_to_keep,
-        )
-        return output.logits, cache
+        inputs = {
+            "input_ids": input_ids,
+            "position_ids": positions,
+            "attention_mask": self._masks(allowed, positions, key_positions),
+            "past_key_values": cache,
+            "use_cache": True,
+            "logits_to_keep": logits_to_keep,
+        }
+        if prompt_blocks is None:
+            return self.model(**inputs).logits, cache
+        with prefix_attention(self.model):
+            return self.model(**inputs, prompt_blocks=prompt_blocks).logits, cache
 
     def _masks(self, allowed: torch.Tensor, positions: torch.Tensor, key_positions: torch.Tensor):
         full = allowed[:, None]
@@ -526,23 +541,46 @@ class _BestFirst:
             )
             allowed[:, shared : shared + c_len] = mine & ancestor
         allowed[:, shared + c_len :] = allowed_new
-        key_positions = torch.cat([torch.arange(shared, device=device), self.context_position, position])
-        if not self.past or not self.context_kv:
-            past = self.past or self.context_kv
-        else:
-            past = [(torch.cat([pk, ck], 2), torch.cat([pv, cv], 2))
-                    for (pk, pv), (ck, cv) in zip(self.past, self.context_kv)]
+        own_positions = torch.cat([self.context_position, position])
         ids = torch.tensor([tokens], dtype=torch.long, device=device)
-        logits, cache = self.scorer._forward(
-            past, ids, position[None, :], allowed[None], key_positions[None, :],
-            torch.tensor(keep, device=device),
-        )
+        keep_t = torch.tensor(keep, device=device)
+        if self.past and self.scorer.read_prefix_once:
+            # The prefix read once for all prompts, each prompt's own keys apart (prefix_attention).
+            blocks = self._blocks(owner, position, allowed[:, shared:], own_positions)
+            logits, cache = self.scorer._forward(
+                self.context_kv, ids, position[None, :], allowed[None, :, shared:], own_positions[None, :], keep_t,
+                prompt_blocks=blocks,
+            )
+            shared = 0  # the cache holds no prefix
+        else:
+            key_positions = torch.cat([torch.arange(shared, device=device), own_positions])
+            if not self.past or not self.context_kv:
+                past = self.past or self.context_kv
+            else:
+                past = [(torch.cat([pk, ck], 2), torch.cat([pv, cv], 2))
+                        for (pk, pv), (ck, cv) in zip(self.past, self.context_kv)]
+            logits, cache = self.scorer._forward(
+                past, ids, position[None, :], allowed[None], key_positions[None, :], keep_t
+            )
         # The round's tokens join the context; _compact drops what no later round needs.
         self.context_owner = torch.cat([self.context_owner, owner])
         self.context_node = torch.cat([self.context_node, node])
-        self.context_position = torch.cat([self.context_position, position])
+        self.context_position = own_positions
         self.context_kv = [(layer.keys[:, :, shared:], layer.values[:, :, shared:]) for layer in cache.layers]
         return logits[0]
+
+    def _blocks(self, owner, position, allowed_own, own_positions) -> PromptBlocks:
+        """The packed row's layout for ``prefix_attention``, windows applied on sliding layers."""
+        scorer = self.scorer
+        sliding = frozenset(i for i, kind in enumerate(scorer._layer_types or ()) if kind == "sliding_attention")
+        window = sliding_allowed = None
+        if sliding and scorer._window:
+            window = (position[:, None] - torch.arange(self.shared, device=self.device)[None, :]) < scorer._window
+            sliding_allowed = allowed_own & ((position[:, None] - own_positions[None, :]) < scorer._window)
+        return PromptBlocks.build(
+            self.past, owner, torch.cat([self.context_owner, owner]), allowed_own, dtype=scorer.model.dtype,
+            sliding_layers=sliding if scorer._window else frozenset(), window=window, sliding_allowed=sliding_allowed,
+        )
 
 
 @torch.inference_mode()
