@@ -236,6 +236,11 @@ def test_bakeoff_embedding_classifier_end_to_end_then_from_the_cache():
     assert again["arms"][0]["estimate"] == arm["estimate"]
     code, out, _ = run("runs", "list", "--json")
     assert [r["kind"] for r in json.loads(out)] == ["bakeoff", "bakeoff"]
+    # `runs show` reads the stored arm back into the bake-off's own table, not raw metric dicts.
+    code, out, _ = run("runs", "show", "2")
+    est = arm["estimate"]
+    assert code == 0 and f"{est['value']:.3f} [{est['low']:.3f}, {est['high']:.3f}]" in out
+    assert "accuracy [95% CI]" in out and "macro_f1" in out and "'value'" not in out
 
 
 def test_an_unexpected_error_is_still_one_line(monkeypatch: pytest.MonkeyPatch):

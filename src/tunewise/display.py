@@ -142,16 +142,11 @@ def print_run(detail: RunDetail) -> None:
             console.print(f"  [bold]{key}[/]")
             _print_mapping(run[key], indent=4)
     if run.get("arms"):
-        table = Table(title="arms", title_justify="left")
-        for column in ("id", "name", "model", "status", "predictions", "metrics"):
-            table.add_column(column)
-        for arm in run["arms"]:
-            metrics = ", ".join(
-                f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in (arm.get("metrics") or {}).items()
-            )
-            table.add_row(str(arm["id"]), arm["name"], arm.get("model") or "", arm["status"],
-                          str(arm.get("prediction_count", "")), metrics)
-        console.print(table)
+        from tunewise.bakeoff.results import ArmResult
+
+        arms = [ArmResult.from_metrics(arm["name"], arm.get("metrics"), arm["status"]) for arm in run["arms"]]
+        metric = next((arm.estimate.metric for arm in arms if arm.estimate and arm.estimate.metric), "quality")
+        _print_arm_table(arms, metric, "arms")
     for artifact in run.get("artifacts") or []:
         where = artifact["path"] or "(stored inline: `tunewise runs show ID --json`)"
         console.print(f"  artifact     {artifact['kind']}  {artifact['name']}  {where}")
@@ -216,20 +211,29 @@ class RichObserver:
 
 def print_bakeoff(result: Any) -> None:
     """The one table: quality with its 95% interval, latency, tokens and cost, per arm."""
-    secondary = sorted({key for arm in result.arms for key in arm.secondary})
-    table = Table(title=f"{result.task}: {result.n_examples:,} test examples, run {result.run_id}"
-                  f"{' (resumed)' if result.resumed else ''}", title_justify="left")
+    title = (f"{result.task}: {result.n_examples:,} test examples, run {result.run_id}"
+             f"{' (resumed)' if result.resumed else ''}")
+    _print_arm_table(result.arms, result.metric, title)
+    console.print(f"  {result.elapsed_s:.0f} s in all. `tunewise runs show {result.run_id}` has every detail; "
+                  "re-running the same command reuses cached answers.")
+
+
+def _print_arm_table(arms: list[Any], metric: str, title: str) -> None:
+    """Arms (``ArmResult``) as one table, then a line per arm for what the table cannot hold."""
+    secondary = sorted({key for arm in arms for key in arm.secondary})
+    table = Table(title=title, title_justify="left")
     table.add_column("arm", no_wrap=True)
-    table.add_column(f"{result.metric} [95% CI]", no_wrap=True)
+    table.add_column(f"{metric} [95% CI]", no_wrap=True)
     for key in secondary:
         table.add_column(key, justify="right")
     for column in ("p50 ms", "p95 ms", "tok in", "tok out", "$ / 1k req", "cached"):
         table.add_column(column, justify="right")
     notes = []
-    for arm in result.arms:
+    for arm in arms:
         if arm.estimate is None:
             table.add_row(arm.name, f"[dim]{arm.status}[/]", *[""] * (len(secondary) + 6))
-            notes.append(f"{arm.name}: {arm.reason}")
+            if arm.reason:
+                notes.append(f"{arm.name}: {arm.reason}")
             continue
         est = arm.estimate
         partial = " [yellow](partial)[/]" if arm.status == "partial" else ""
@@ -237,18 +241,21 @@ def print_bakeoff(result: Any) -> None:
             arm.name,
             f"{est.value:.3f} [{est.low:.3f}, {est.high:.3f}]{partial}",
             *[f"{arm.secondary[k]:.3f}" if k in arm.secondary else "" for k in secondary],
-            f"{arm.latency_p50_ms:,.0f}", f"{arm.latency_p95_ms:,.0f}", f"{arm.tokens_in_mean:,.0f}",
-            f"{arm.tokens_out_mean:,.0f}", f"{arm.cost_per_1k_usd:.4f}", f"{arm.cached_share:.0%}",
+            *(_number(value, spec) for value, spec in (
+                (arm.latency_p50_ms, ",.0f"), (arm.latency_p95_ms, ",.0f"), (arm.tokens_in_mean, ",.0f"),
+                (arm.tokens_out_mean, ",.0f"), (arm.cost_per_1k_usd, ".4f"), (arm.cached_share, ".0%"))),
         )
         if arm.reason:
             notes.append(f"{arm.name}: {arm.reason}")
-        if arm.prepare_s:
-            notes.append(f"{arm.name}: prepared in {arm.prepare_s:.1f} s (${arm.prepare_cost_usd:.4f}, one-time)")
+        if arm.prepare_s and arm.prepare_s >= 1:  # a sub-second prepare is noise here
+            notes.append(f"{arm.name}: prepared in {arm.prepare_s:.1f} s (${arm.prepare_cost_usd or 0:.4f}, one-time)")
     console.print(table)
     for note in notes:
         console.print(f"  {note}")
-    console.print(f"  {result.elapsed_s:.0f} s in all. `tunewise runs show {result.run_id}` has every detail; "
-                  "re-running the same command reuses cached answers.")
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "" if value is None else format(value, spec)
 
 
 def print_models(entries: list[Any]) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,16 @@ class ArmResult:
         data = asdict(self)
         data.pop("name")
         return data
+
+    @classmethod
+    def from_metrics(cls, name: str, metrics: dict[str, Any] | None, status: str = "unknown") -> ArmResult:
+        """Back from what ``to_metrics`` stored (``status``: the store's, where nothing was)."""
+        known = {f.name for f in fields(cls)} - {"name"}
+        data = {key: value for key, value in (metrics or {}).items() if key in known}
+        data.setdefault("status", status)
+        if isinstance(data.get("estimate"), dict):
+            data["estimate"] = Estimate(**data["estimate"])
+        return cls(name=name, **data)
 
 
 @dataclass

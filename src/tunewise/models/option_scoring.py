@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
-from tunewise.models.prefix_attention import PromptBlocks, prefix_attention, usable
+from tunewise.models.prefix_attention import PromptBlocks, prefix_attention, repeat_prefix, usable
 
 _SUPPORTED_LAYER_TYPES = {"full_attention", "sliding_attention"}
 
@@ -391,6 +391,7 @@ class _BestFirst:
 
     def __init__(self, scorer: PrefixTrieScorer, trie: OptionTrie, past, shared: int, suffixes):
         self.scorer, self.trie, self.past, self.shared = scorer, trie, past, shared
+        self.repeated_past = None  # the prefix's KV per query head, for prefix_attention (made once)
         self.suffixes = [list(s) for s in suffixes]
         self.device = scorer.model.device
         n = len(suffixes)
@@ -446,8 +447,9 @@ class _BestFirst:
         allowed_new = same & (position_t[:, None] >= position_t[None, :])
         node = torch.full_like(owner_t, -1)
         logits = self._forward(tokens, owner_t, node, position_t, allowed_new, keep)
+        log_norm = torch.logsumexp(logits.float(), dim=-1)  # one pass for all rows
         for p in range(len(self.suffixes)):
-            self._expand(p, 0, logits[p])
+            self._expand(p, 0, logits[p], log_norm[p])
         self._compact()
 
     def _pick(self, p: int, cap: int) -> list[int]:
@@ -478,10 +480,11 @@ class _BestFirst:
         # A node's ancestors all ran in earlier rounds: within its round it sees only itself.
         allowed_new = torch.eye(len(tokens), dtype=torch.bool, device=self.device)
         logits = self._forward(tokens, owner_t, node_t, position_t, allowed_new, list(range(len(tokens))))
+        log_norm = torch.logsumexp(logits.float(), dim=-1)  # one pass for all rows
         row = 0
         for p, nodes in enumerate(picked):
             for n in nodes:
-                self._expand(p, 1 + n, logits[row])
+                self._expand(p, 1 + n, logits[row], log_norm[row])
                 row += 1
         self._compact()
 
@@ -505,14 +508,14 @@ class _BestFirst:
         self.context_node = self.context_node[columns]
         self.context_position = self.context_position[columns]
 
-    def _expand(self, p: int, row: int, logits: torch.Tensor) -> None:
-        """Row ``row`` of prompt ``p`` has run: bound its children, complete its options."""
+    def _expand(self, p: int, row: int, logits: torch.Tensor, log_norm: torch.Tensor) -> None:
+        """Row ``row`` of prompt ``p`` has run (``logits``, their logsumexp ``log_norm``): bound
+        its children, complete its options."""
         children, leaves = self.trie.row_children[row], self.trie.row_leaves[row]
         if not children and not leaves:
             return
         wanted = [self.node_tokens[c] for c in children] + [self.trie.option_last_tokens[o] for o in leaves]
-        logits = logits.float()
-        picked = (logits[wanted] - torch.logsumexp(logits, dim=-1)).double().cpu().numpy()
+        picked = (logits[wanted].float() - log_norm).double().cpu().numpy()
         values = (self.bound[p, row] + picked).tolist()
         for child, value in zip(children, values):
             self.bound[p, 1 + child] = value
@@ -577,8 +580,10 @@ class _BestFirst:
         if sliding and scorer._window:
             window = (position[:, None] - torch.arange(self.shared, device=self.device)[None, :]) < scorer._window
             sliding_allowed = allowed_own & ((position[:, None] - own_positions[None, :]) < scorer._window)
+        if self.repeated_past is None:
+            self.repeated_past = repeat_prefix(self.past, scorer.model)
         return PromptBlocks.build(
-            self.past, owner, torch.cat([self.context_owner, owner]), allowed_own, dtype=scorer.model.dtype,
+            self.repeated_past, owner, torch.cat([self.context_owner, owner]), allowed_own, dtype=scorer.model.dtype,
             sliding_layers=sliding if scorer._window else frozenset(), window=window, sliding_allowed=sliding_allowed,
         )
 

@@ -63,7 +63,8 @@ def prefix_attention(model: torch.nn.Module) -> Iterator[None]:
 class PromptBlocks:
     """The layout of one packed row after a shared prefix, in the shapes the kernels take.
 
-    ``prefix``: per layer, the prefix's KV ([1, kv heads, P, d]). The row's queries belong to
+    ``prefix``: per layer, the prefix's KV with each kv head repeated for its query heads
+    ([1, heads, P, d]; ``repeat_prefix``: once per search, not per layer and round). The row's queries belong to
     prompts (``query_owner`` [Q]) and so do its keys after the prefix (``key_owner`` [K]: earlier
     rounds' tokens, then these queries); ``allowed`` [Q, K] says which of its prompt's keys a
     query may see, ``window`` [Q, P] which prefix keys on sliding-window layers
@@ -112,6 +113,13 @@ class PromptBlocks:
         return cls(q_index, q_valid, k_index, block_mask(allowed), sliding_mask, window_mask, window_empty, prefix, sliding_layers)
 
 
+def repeat_prefix(prefix: Sequence[tuple[torch.Tensor, torch.Tensor]], model: torch.nn.Module):
+    """``prefix`` KV with each kv head repeated for the query heads that read it (GQA)."""
+    config = model.config.get_text_config(decoder=True)
+    n_rep = config.num_attention_heads // getattr(config, "num_key_value_heads", config.num_attention_heads)
+    return [(repeat_kv(k, n_rep), repeat_kv(v, n_rep)) for k, v in prefix]
+
+
 def _padded_positions(owner: torch.Tensor, owners: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per owner (in ``owners`` order), the positions it holds in ``owner``, right-padded."""
     match = owner[None, :] == owners[:, None]  # [owners, length]
@@ -149,10 +157,9 @@ def prefix_sdpa_attention(
     layer = module.layer_idx
     sliding = layer in blocks.sliding_layers
     # 1. All queries against the prefix: one kernel call, the prefix read once.
-    prefix_k, prefix_v = blocks.prefix[layer]
+    prefix_k, prefix_v = blocks.prefix[layer]  # kv heads already repeated for their query heads
     window = blocks.window if sliding else None
-    out_prefix, lse_prefix = _flash_cpu(query, repeat_kv(prefix_k, n_rep), repeat_kv(prefix_v, n_rep),
-                                        attn_mask=window, scale=scaling)
+    out_prefix, lse_prefix = _flash_cpu(query, prefix_k, prefix_v, attn_mask=window, scale=scaling)
     if window is not None:  # a query that sees none of the prefix: the kernel reports lse 0
         lse_prefix = lse_prefix.masked_fill(blocks.window_empty, float("-inf"))
     # 2. Each prompt's queries against its own keys, prompts as a padded batch.
