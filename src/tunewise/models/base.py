@@ -8,8 +8,9 @@ OpenAI-compatible HTTP endpoint, or (in unit tests only) a scripted fake.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal
 
 Role = Literal["system", "user", "assistant"]
@@ -73,7 +74,7 @@ class Backend(ABC):
     #: How many prompts a bake-off should hand over at once: per kind of call, "score" (label
     #: scoring) and "generate". More is faster where the backend batches; fewer loses less to a
     #: kill and shows progress sooner.
-    batch_sizes: dict[str, int] = {"score": 16, "generate": 16}
+    batch_sizes: Mapping[str, int] = MappingProxyType({"score": 16, "generate": 16})
 
     @abstractmethod
     def generate(self, prompts: Sequence[Chat], options: GenerateOptions | None = None) -> list[Generation]:

@@ -52,7 +52,12 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
-from tunewise.models.prefix_attention import PromptBlocks, prefix_attention, repeat_prefix, usable
+from tunewise.models.prefix_attention import (
+    PromptBlocks,
+    prefix_attention,
+    repeat_prefix,
+    usable,
+)
 
 _SUPPORTED_LAYER_TYPES = {"full_attention", "sliding_attention"}
 
