@@ -21,6 +21,7 @@ from tunewise.bakeoff import (
     run_bakeoff,
     select_examples,
 )
+from tunewise.bakeoff.run import FIRST_TIMED_BATCH
 from tunewise.models.base import Usage
 from tunewise.store import open_store
 from tunewise.task import load_card
@@ -193,6 +194,36 @@ def test_a_spent_budget_skips_the_remaining_arms(tmp_path: Path):
     # The deadline is checked before each batch of 4: at least one batch is answered, not all 30.
     assert slow.status == "partial" and "budget ran out" in slow.reason and 4 <= slow.n < 30
     assert later.status == "skipped" and "budget" in later.reason
+
+
+def test_under_a_budget_batches_shrink_to_the_time_left(tmp_path: Path):
+    """A large batch of slow examples would overrun the budget: the first batch measures the
+    rate, the next ones fit the time left. Without a budget the arm's own batch size holds."""
+    card = write_task(tmp_path)
+    sizes: list[int] = []
+
+    class BigBatches(RuleCandidate):
+        def predict(self, batch):
+            import time
+
+            sizes.append(len(batch))
+            time.sleep(0.05 * len(batch))
+            return super().predict(batch)
+
+        def batch_size(self) -> int:
+            return 64
+
+    class Slow(RuleArm):
+        def prepare(self, context):
+            return BigBatches(self)
+
+    with open_store(f"sqlite:///{tmp_path / 'runs.db'}") as store:
+        [slow] = run(card, [Slow(name="slow")], store, budget_s=1.2, use_cache=False).arms
+        assert sizes[0] == FIRST_TIMED_BATCH and len(sizes) > 1 and all(size < 30 for size in sizes)
+        assert slow.status == "partial" and slow.n == sum(sizes) < 30
+        sizes.clear()
+        [again] = run(card, [Slow(name="unbudgeted")], store, use_cache=False).arms
+    assert sizes == [30] and again.n == 30
 
 
 def test_an_arm_that_spends_the_budget_preparing_is_skipped_not_scored_on_nothing(tmp_path: Path):

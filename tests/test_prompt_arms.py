@@ -165,6 +165,10 @@ def test_a_surrounding_code_fence_is_taken_off_and_reported():
 def test_qa_answers_stop_at_the_first_line_break():
     assert short_answer("  Paris\nIt is the capital of France.") == "Paris"
     assert short_answer("\n\n  Paris  ") == "Paris"
+    assert short_answer("Answer: Paris\nQuestion: ...") == "Paris"
+    assert short_answer("answer:\n Paris") == "Paris"  # the lead alone on its line
+    assert short_answer("A: 1889") == "1889"
+    assert short_answer("Answers vary: some say Paris") == "Answers vary: some say Paris"
 
 
 def test_label_choice_records_confidence_and_margin():

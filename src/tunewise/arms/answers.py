@@ -254,9 +254,14 @@ def json_validity_rate(predictions: Iterable[Prediction], *, count_fenced: bool 
 # -- generate / qa --------------------------------------------------------------------------
 
 
+# Base models continue a document: after a question they often write "Answer: ..." (Gemma 3
+# 270M did on most SQuAD questions), a label, not part of the answer.
+_ANSWER_LEAD = re.compile(r"^(?:answer|a)\s*:\s*", re.IGNORECASE)
+
+
 def short_answer(text: str) -> str:
-    """A qa answer: the reply up to its first line break."""
-    return text.strip().split("\n", 1)[0].strip()
+    """A qa answer: the reply up to its first line break, without an "Answer:" lead."""
+    return _ANSWER_LEAD.sub("", text.strip(), count=1).strip().split("\n", 1)[0].strip()
 
 
 def text_prediction(generation: Generation, output: str) -> Prediction:

@@ -81,6 +81,11 @@ MIN_ARM_SECONDS = 10.0
 (At most a twentieth of the budget, so that a tiny budget still runs its first arm.)"""
 
 
+FIRST_TIMED_BATCH = 16
+"""Under a time budget, an arm's first batch is at most this many examples: it measures the
+arm's rate, which sizes the later batches to the time left."""
+
+
 def _min_arm_seconds(budget_s: float | None) -> float:
     return 0.0 if budget_s is None else min(MIN_ARM_SECONDS, budget_s / 20)
 
@@ -234,19 +239,32 @@ def _minutes(seconds: float) -> str:
 
 
 def _predict_all(arm, candidate, todo, examples, store, arm_id, metric, cache, observer, *, deadline) -> str | None:
-    """Predict ``todo`` batch by batch; returns why it stopped early, or None."""
+    """Predict ``todo`` batch by batch; returns why it stopped early, or None.
+
+    Under a deadline, batches shrink to what the time left is expected to fit (at the rate
+    measured so far; the first batch is at most ``FIRST_TIMED_BATCH``, to measure it): a
+    batch of 64 slow examples would otherwise overrun the budget by minutes."""
     size = max(1, candidate.batch_size())
     finished = len(examples) - len(todo)
-    for start in range(0, len(todo), size):
-        if deadline is not None and time.monotonic() > deadline:
-            return f"the time budget ran out after {finished} of {len(examples)} examples"
-        batch = todo[start : start + size]
+    per_example: float | None = None
+    start = 0
+    while start < len(todo):
+        step = size
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return f"the time budget ran out after {finished} of {len(examples)} examples"
+            step = min(size, FIRST_TIMED_BATCH) if per_example is None else max(1, min(size, int(left / per_example)))
+        batch = todo[start : start + step]
+        began = time.monotonic()
         predictions = candidate.predict([ex for _, ex in batch])
+        per_example = (time.monotonic() - began) / len(batch)
         if len(predictions) != len(batch):
             raise RuntimeError(f"arm {arm.name} returned {len(predictions)} predictions for {len(batch)} examples")
         _store_rows(store, arm_id, [(i, ex, p) for (i, ex), p in zip(batch, predictions)], metric, cached=False)
         cache.save(arm, candidate, [ex for _, ex in batch], predictions)
         finished += len(batch)
+        start += len(batch)
         observer.arm_progress(arm.name, finished)
     return None
 
