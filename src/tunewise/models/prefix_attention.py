@@ -64,12 +64,12 @@ class PromptBlocks:
     """The layout of one packed row after a shared prefix, in the shapes the kernels take.
 
     ``prefix``: per layer, the prefix's KV with each kv head repeated for its query heads
-    ([1, heads, P, d]; ``repeat_prefix``: once per search, not per layer and round). The row's queries belong to
-    prompts (``query_owner`` [Q]) and so do its keys after the prefix (``key_owner`` [K]: earlier
-    rounds' tokens, then these queries); ``allowed`` [Q, K] says which of its prompt's keys a
-    query may see, ``window`` [Q, P] which prefix keys on sliding-window layers
-    (``sliding_layers``; None: the whole prefix everywhere), ``sliding_allowed`` likewise for
-    its own keys.
+    ([1, heads, P, d], made once per search by ``repeat_prefix``, not per layer and round).
+    The row's queries belong to prompts (``query_owner`` [Q]) and so do its keys after the
+    prefix (``key_owner`` [K]: earlier rounds' tokens, then these queries); ``allowed`` [Q, K]
+    says which of its prompt's keys a query may see, ``window`` [Q, P] which prefix keys on
+    sliding-window layers (``sliding_layers``; None: the whole prefix everywhere), and
+    ``sliding_allowed`` which own keys there.
     """
 
     query_index: torch.Tensor  # [prompts, q_max]: row position of each prompt's queries (padded: 0)
