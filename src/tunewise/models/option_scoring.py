@@ -176,6 +176,9 @@ class PrefixTrieScorer:
         #: Best-first search reads the shared prefix once per round for all prompts and each
         #: prompt's own keys apart (see prefix_attention) where the model runs SDPA on the CPU.
         self.read_prefix_once = usable(model)
+        self._sliding_layers = frozenset(
+            i for i, kind in enumerate(self._layer_types or ()) if kind == "sliding_attention" and self._window
+        )
         self._prefix: _PrefixCache | None = None
 
     @property
@@ -344,7 +347,9 @@ class PrefixTrieScorer:
         inputs = {
             "input_ids": input_ids,
             "position_ids": positions,
-            "attention_mask": self._masks(allowed, positions, key_positions),
+            # prefix_attention takes its masks from prompt_blocks: this one only keeps
+            # transformers from building its own.
+            "attention_mask": allowed[:, None] if prompt_blocks is not None else self._masks(allowed, positions, key_positions),
             "past_key_values": cache,
             "use_cache": True,
             "logits_to_keep": logits_to_keep,
@@ -539,28 +544,28 @@ class _BestFirst:
         """Run the packed queries against [prefix, context]; keep their KV; logits of ``keep``."""
         shared, device = self.shared, self.device
         q_len, c_len = len(tokens), int(self.context_owner.numel())
-        allowed = torch.zeros(q_len, shared + c_len + q_len, dtype=torch.bool, device=device)
-        allowed[:, :shared] = True
+        # What each query may see after the prefix (the prefix it always sees).
+        own = torch.zeros(q_len, c_len + q_len, dtype=torch.bool, device=device)
         if c_len:
             mine = owner[:, None] == self.context_owner[None, :]
             context_node = self.context_node.clamp(min=0)
             ancestor = (self.context_node[None, :] < 0) | (
                 self.ancestors[node.clamp(min=0)][:, context_node] & (node[:, None] >= 0)
             )
-            allowed[:, shared : shared + c_len] = mine & ancestor
-        allowed[:, shared + c_len :] = allowed_new
+            own[:, :c_len] = mine & ancestor
+        own[:, c_len:] = allowed_new
         own_positions = torch.cat([self.context_position, position])
         ids = torch.tensor([tokens], dtype=torch.long, device=device)
         keep_t = torch.tensor(keep, device=device)
         if self.past and self.scorer.read_prefix_once:
             # The prefix read once for all prompts, each prompt's own keys apart (prefix_attention).
-            blocks = self._blocks(owner, position, allowed[:, shared:], own_positions)
             logits, cache = self.scorer._forward(
-                self.context_kv, ids, position[None, :], allowed[None, :, shared:], own_positions[None, :], keep_t,
-                prompt_blocks=blocks,
+                self.context_kv, ids, position[None, :], own[None], own_positions[None, :], keep_t,
+                prompt_blocks=self._blocks(owner, position, own, own_positions),
             )
             shared = 0  # the cache holds no prefix
         else:
+            allowed = torch.cat([torch.ones(q_len, shared, dtype=torch.bool, device=device), own], 1)
             key_positions = torch.cat([torch.arange(shared, device=device), own_positions])
             if not self.past or not self.context_kv:
                 past = self.past or self.context_kv
@@ -580,16 +585,15 @@ class _BestFirst:
     def _blocks(self, owner, position, allowed_own, own_positions) -> PromptBlocks:
         """The packed row's layout for ``prefix_attention``, windows applied on sliding layers."""
         scorer = self.scorer
-        sliding = frozenset(i for i, kind in enumerate(scorer._layer_types or ()) if kind == "sliding_attention")
         window = sliding_allowed = None
-        if sliding and scorer._window:
+        if scorer._sliding_layers:
             window = (position[:, None] - torch.arange(self.shared, device=self.device)[None, :]) < scorer._window
             sliding_allowed = allowed_own & ((position[:, None] - own_positions[None, :]) < scorer._window)
         if self.repeated_past is None:
             self.repeated_past = repeat_prefix(self.past, scorer.model)
         return PromptBlocks.build(
             self.repeated_past, owner, torch.cat([self.context_owner, owner]), allowed_own, dtype=scorer.model.dtype,
-            sliding_layers=sliding if scorer._window else frozenset(), window=window, sliding_allowed=sliding_allowed,
+            sliding_layers=scorer._sliding_layers, window=window, sliding_allowed=sliding_allowed,
         )
 
 
